@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, and integration tests that start their own
+# redis-server and Snowflake-protocol server (fakesnow behind a compatibility
+# proxy) on free ports, run the built binary, and read Redis back, including
+# through the real Feast SDK. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-deps.sh
+# Create the Python environments up front (one-off, a few minutes on a fresh
+# machine) so no test times out waiting for pip.
+scripts/python-env.sh fakesnow >/dev/null
+scripts/python-env.sh feast >/dev/null
+cargo test --locked "$@"

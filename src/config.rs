@@ -1,0 +1,593 @@
+//! Settings: one TOML file, every key overridable by `MATERIALIZER__SECTION__KEY`.
+//!
+//! Promises: a [`Config`] that loaded is complete and checked (durations parse,
+//! credentials are present, numbers are in range); every error names the file
+//! and the key. Unknown keys are reported back as warnings, never silently
+//! dropped. Secrets (passwords, private keys, Redis passwords) are held in
+//! [`Secret`] / [`RedisUrl`], whose `Debug` and `Display` never show them.
+//! Assumes env values are strings; numeric keys accept `"42"` as well as `42`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Deserializer};
+
+pub const ENV_PREFIX: &str = "MATERIALIZER__";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+    pub warehouse: WarehouseConfig,
+    #[serde(default)]
+    pub profiles: ProfilesConfig,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    #[serde(deserialize_with = "lenient_usize")]
+    pub max_concurrent_views: usize,
+    /// How long in-flight runs may take to finish their pages after SIGTERM.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// First retry delay after a failed run; doubles per failure up to `retry_max`.
+    #[serde(with = "duration")]
+    pub retry_initial: Duration,
+    #[serde(with = "duration")]
+    pub retry_max: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            interval: Duration::from_secs(300),
+            max_concurrent_views: 4,
+            shutdown_grace: Duration::from_secs(30),
+            retry_initial: Duration::from_secs(10),
+            retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SyncConfig {
+    #[serde(with = "duration")]
+    pub lookback: Duration,
+    #[serde(deserialize_with = "lenient_usize")]
+    pub page_rows: usize,
+    #[serde(with = "duration")]
+    pub max_future_skew: Duration,
+    /// First-run lower bound (RFC 3339): rows older than this are never read.
+    pub backfill_since: Option<String>,
+    /// How many entities go into one newest-wins script call.
+    #[serde(deserialize_with = "lenient_usize")]
+    pub write_batch: usize,
+    /// How long a view's lease lasts without renewal (a crashed holder's view
+    /// is picked up after this).
+    #[serde(with = "duration")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            lookback: Duration::from_secs(600),
+            page_rows: 50_000,
+            max_future_skew: Duration::from_secs(300),
+            backfill_since: None,
+            write_batch: 200,
+            lease_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SyncConfig {
+    /// `backfill_since` as nanoseconds since the epoch.
+    pub fn backfill_since_nanos(&self) -> Result<Option<i64>> {
+        self.backfill_since
+            .as_deref()
+            .map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MIN))
+                    .with_context(|| format!("sync.backfill_since: `{s}` is not an RFC 3339 time"))
+            })
+            .transpose()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+pub struct WarehouseConfig {
+    pub kind: WarehouseKind,
+    pub account: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// PKCS#8 PEM private key for key-pair auth, inline (from env) or as a file.
+    pub private_key: Option<Secret>,
+    pub private_key_path: Option<PathBuf>,
+    pub role: Option<String>,
+    pub warehouse: Option<String>,
+    pub database: Option<String>,
+    pub schema: Option<String>,
+    /// Where requests go instead of `https://{account}.snowflakecomputing.com`.
+    pub base_url: Option<String>,
+    /// Upper bound on one warehouse call (login, query, result chunk).
+    #[serde(default = "default_query_timeout", with = "duration")]
+    pub query_timeout: Duration,
+}
+
+fn default_query_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+impl fmt::Debug for WarehouseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WarehouseConfig")
+            .field("kind", &self.kind)
+            .field("account", &self.account)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("private_key", &self.private_key)
+            .field("private_key_path", &self.private_key_path)
+            .field("role", &self.role)
+            .field("warehouse", &self.warehouse)
+            .field("database", &self.database)
+            .field("schema", &self.schema)
+            .field("base_url", &self.base_url)
+            .field("query_timeout", &self.query_timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarehouseKind {
+    Snowflake,
+}
+
+/// How the daemon proves who it is to Snowflake.
+pub enum Credentials {
+    Password(Secret),
+    PrivateKeyPem(Secret),
+}
+
+impl WarehouseConfig {
+    /// Reads the credential, from the config value or its file. Errors name the key.
+    pub fn credentials(&self) -> Result<Credentials> {
+        if let Some(p) = &self.password {
+            return Ok(Credentials::Password(p.clone()));
+        }
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("warehouse.password_file: cannot read {}", path.display())
+            })?;
+            return Ok(Credentials::Password(Secret(text.trim_end().to_string())));
+        }
+        if let Some(k) = &self.private_key {
+            return Ok(Credentials::PrivateKeyPem(k.clone()));
+        }
+        if let Some(path) = &self.private_key_path {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("warehouse.private_key_path: cannot read {}", path.display())
+            })?;
+            if !text.contains("PRIVATE KEY") {
+                bail!(
+                    "warehouse.private_key_path: {} is not a PEM private key",
+                    path.display()
+                );
+            }
+            return Ok(Credentials::PrivateKeyPem(Secret(text)));
+        }
+        bail!(
+            "warehouse: no credentials; set password (MATERIALIZER__WAREHOUSE__PASSWORD), \
+             password_file, private_key or private_key_path"
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ProfilesConfig {
+    pub redis_url: RedisUrl,
+    /// Feast project name: the suffix of every profile key.
+    pub project: String,
+    /// Prefix of the daemon's own keys (registry, watermarks, runs, leases).
+    pub state_prefix: String,
+}
+
+impl Default for ProfilesConfig {
+    fn default() -> Self {
+        ProfilesConfig {
+            redis_url: RedisUrl("redis://127.0.0.1:6379".into()),
+            project: "signals".into(),
+            state_prefix: "materializer:".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RegistryConfig {
+    /// Glob patterns of view files (JSON or TOML), applied at every start.
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `materializer=debug`. `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal (containers), text otherwise.
+    Auto,
+    Json,
+    Text,
+}
+
+/// A secret string: shown as `[redacted]` by `Debug` and `Display`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A Redis URL that may carry `user:password@`; printed with the password redacted.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct RedisUrl(pub String);
+
+impl RedisUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("redacted"));
+                }
+                u.to_string()
+            }
+            Err(_) => "[unparseable redis url]".into(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// A loaded config plus what a person should be told about it.
+pub struct Loaded {
+    pub config: Config,
+    /// Keys present in the file or environment that no setting reads.
+    pub unknown_keys: Vec<String>,
+    /// The file the config came from, for relative paths and messages.
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// Reads `path` (a missing file is an error), applies `MATERIALIZER__*`
+    /// overrides from `env`, and checks the result.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_toml(&text, path, env)
+    }
+
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded> {
+        let shown = path.display();
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{shown}: {}", one_line(&e)))?;
+        apply_env(&mut table, env)?;
+
+        let mut unknown_keys = Vec::new();
+        let config: Config = serde_ignored::deserialize(toml::Value::Table(table), |p| {
+            unknown_keys.push(p.to_string())
+        })
+        .map_err(|e| anyhow::anyhow!("{shown}: {}", one_line(&e)))?;
+        config.check().with_context(|| format!("{shown}"))?;
+        Ok(Loaded {
+            config,
+            unknown_keys,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.scheduler.interval.is_zero() {
+            bail!("scheduler.interval: must be longer than zero");
+        }
+        if self.scheduler.max_concurrent_views == 0 {
+            bail!("scheduler.max_concurrent_views: must be at least 1");
+        }
+        if self.sync.page_rows == 0 {
+            bail!("sync.page_rows: must be at least 1");
+        }
+        if self.sync.write_batch == 0 {
+            bail!("sync.write_batch: must be at least 1");
+        }
+        if self.sync.lease_ttl < Duration::from_secs(2) {
+            bail!("sync.lease_ttl: must be at least 2s");
+        }
+        self.sync.backfill_since_nanos()?;
+        if self.profiles.project.is_empty() {
+            bail!("profiles.project: must not be empty");
+        }
+        redis::Client::open(self.profiles.redis_url.expose()).map_err(|e| {
+            anyhow::anyhow!(
+                "profiles.redis_url: `{}` is not a Redis URL: {}",
+                self.profiles.redis_url.redacted(),
+                e.to_string()
+                    .replace(self.profiles.redis_url.expose(), "[url]")
+            )
+        })?;
+        let w = &self.warehouse;
+        match w.kind {
+            WarehouseKind::Snowflake => {
+                if w.account.as_deref().unwrap_or("").is_empty() {
+                    bail!("warehouse.account: required for kind = \"snowflake\"");
+                }
+                if w.user.as_deref().unwrap_or("").is_empty() {
+                    bail!("warehouse.user: required for kind = \"snowflake\"");
+                }
+                if let Some(b) = &w.base_url {
+                    url::Url::parse(b).map_err(|e| {
+                        anyhow::anyhow!("warehouse.base_url: `{b}` is not a URL: {e}")
+                    })?;
+                }
+                let given = [
+                    w.password.is_some(),
+                    w.password_file.is_some(),
+                    w.private_key.is_some(),
+                    w.private_key_path.is_some(),
+                ];
+                match given.iter().filter(|g| **g).count() {
+                    0 => {
+                        w.credentials()?;
+                    }
+                    1 => {}
+                    _ => bail!(
+                        "warehouse: set only one of password, password_file, private_key, private_key_path"
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies `MATERIALIZER__SECTION__KEY=value` overrides. Values are strings,
+/// except a value starting with `[`, read as a TOML array (`["a", "b"]`).
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<()> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            bail!("environment variable {name}: expected MATERIALIZER__SECTION__KEY");
+        }
+        let value = if raw.trim_start().starts_with('[') {
+            let doc: toml::Table = toml::from_str(&format!("v = {raw}")).map_err(|e| {
+                anyhow::anyhow!(
+                    "environment variable {name}: not a TOML array: {}",
+                    one_line(&e)
+                )
+            })?;
+            doc["v"].clone()
+        } else {
+            toml::Value::String(raw)
+        };
+        let (last, parents) = path.split_last().expect("split yields one part");
+        let mut node = &mut *table;
+        for p in parents {
+            let entry = node
+                .entry(p.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = entry.as_table_mut().ok_or_else(|| {
+                anyhow::anyhow!("environment variable {name}: `{p}` is not a section")
+            })?;
+        }
+        node.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+fn one_line(e: &dyn fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn lenient_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Int(i64),
+        Text(String),
+    }
+    match N::deserialize(d)? {
+        N::Int(i) => usize::try_from(i)
+            .map_err(|_| serde::de::Error::custom(format!("{i} must not be negative"))),
+        N::Text(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a whole number"))),
+    }
+}
+
+/// humantime durations (`5m`, `90s`, `1h 30m`).
+pub mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration such as \"90s\" or \"5m\" ({e})"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[warehouse]
+kind = "snowflake"
+account = "xy12345"
+user = "SIGNALS"
+password = "hunter2"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Loaded> {
+        Config::from_toml(
+            text,
+            Path::new("test.toml"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_the_warehouse() {
+        let c = load(MINIMAL, &[]).unwrap().config;
+        assert_eq!(c.scheduler.interval, Duration::from_secs(300));
+        assert_eq!(c.sync.lookback, Duration::from_secs(600));
+        assert_eq!(c.sync.page_rows, 50_000);
+        assert_eq!(c.profiles.project, "signals");
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_numbers() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("MATERIALIZER__SYNC__PAGE_ROWS", "7"),
+                ("MATERIALIZER__SCHEDULER__INTERVAL", "30s"),
+                ("MATERIALIZER__WAREHOUSE__PASSWORD", "12345"),
+                ("MATERIALIZER__REGISTRY__FILES", r#"["a/*.json", "b.toml"]"#),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.sync.page_rows, 7);
+        assert_eq!(c.scheduler.interval, Duration::from_secs(30));
+        assert_eq!(c.warehouse.password.unwrap().expose(), "12345");
+        assert_eq!(c.registry.files, vec!["a/*.json", "b.toml"]);
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let e = load(
+            &format!("{MINIMAL}\n[sync]\nlookback = \"ten minutes\"\n"),
+            &[],
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("lookback") && e.contains("ten minutes"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let l = load(&format!("{MINIMAL}\n[sync]\nlookbak = \"1m\"\n"), &[]).unwrap();
+        assert_eq!(l.unknown_keys, vec!["sync.lookbak"]);
+    }
+
+    #[test]
+    fn missing_credentials_name_the_keys() {
+        let e = load(
+            "[warehouse]\nkind = \"snowflake\"\naccount = \"a\"\nuser = \"u\"\n",
+            &[],
+        )
+        .err()
+        .unwrap();
+        let e = format!("{e:#}");
+        assert!(e.contains("MATERIALIZER__WAREHOUSE__PASSWORD"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let c = load(
+            &MINIMAL.replace(
+                "[warehouse]",
+                "[profiles]\nredis_url = \"redis://u:s3cret@h:1\"\n[warehouse]",
+            ),
+            &[],
+        )
+        .unwrap()
+        .config;
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,497 @@
+//! The `materializer` command line: `run | sync | apply | status | reset | check`.
+//!
+//! Every command loads the config (a bad one ends with one line naming the
+//! file and key, exit code 2), connects to Redis and applies the views of
+//! `registry.files`. Results go to stdout, logs to stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use materializer::config::{Config, Loaded};
+use materializer::model::View;
+use materializer::profiles::ProfileStore;
+use materializer::scheduler::Scheduler;
+use materializer::sync::{self, format_nanos, format_skipped, RunError, Runner};
+use materializer::warehouse::{self, Warehouse};
+use materializer::{registry, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "materializer",
+    version,
+    about = "Keeps a Redis Profiles Store in step with warehouse tables"
+)]
+struct Cli {
+    /// Config file (TOML); every key can be overridden by MATERIALIZER__SECTION__KEY.
+    #[arg(
+        long,
+        global = true,
+        default_value = "config/materializer.toml",
+        env = "MATERIALIZER_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: sync every online view on its interval until SIGTERM/SIGINT.
+    Run,
+    /// One run now of every online view (or one), then exit; non-zero if any failed.
+    Sync {
+        /// NAME or NAME:VERSION
+        #[arg(long)]
+        view: Option<String>,
+    },
+    /// Validate and register views from JSON or TOML files (one view or a list each).
+    Apply {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Every registered view with its watermark and last run.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewind a view's watermark (forget it without --to) for a backfill.
+    Reset {
+        /// NAME or NAME:VERSION
+        #[arg(long)]
+        view: String,
+        /// New watermark, RFC 3339 (e.g. 2024-05-01T00:00:00Z)
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Check the config, Redis, the warehouse, and every view's table and columns.
+    Check,
+    /// Print the stored profile of entities for a view, as JSON (read back from Redis).
+    Profile {
+        /// NAME or NAME:VERSION
+        #[arg(long)]
+        view: String,
+        /// Entity values, e.g. a domain_userid
+        #[arg(required = true)]
+        entities: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match Config::load(&cli.config, std::env::vars()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("materializer: config error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&loaded.config.log);
+    for key in &loaded.unknown_keys {
+        tracing::warn!(key = %key, file = %loaded.path.display(), "unknown config key ignored");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("materializer: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command, loaded)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("materializer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, loaded: Loaded) -> Result<ExitCode> {
+    match command {
+        Command::Run => run_daemon(loaded).await,
+        Command::Sync { view } => sync_once(loaded, view).await,
+        Command::Apply { files } => apply(loaded, files).await,
+        Command::Status { json } => status(loaded, json).await,
+        Command::Reset { view, to } => reset(loaded, view, to).await,
+        Command::Check => check(loaded).await,
+        Command::Profile { view, entities } => profile(loaded, view, entities).await,
+    }
+}
+
+/// Directory relative paths in the config are resolved against: the current
+/// directory (where the README's commands run), as the config documents.
+fn base_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// Reads `registry.files`; a bad file is reported and skipped so the others still apply.
+fn file_views(loaded: &Loaded) -> (Vec<View>, Vec<String>) {
+    let mut views = Vec::new();
+    let mut problems = Vec::new();
+    for pattern in &loaded.config.registry.files {
+        match registry::read_globs(std::slice::from_ref(pattern), &base_dir()) {
+            Ok(v) => views.extend(v),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "registry.files: view file skipped");
+                problems.push(format!("{e:#}"));
+            }
+        }
+    }
+    (views, problems)
+}
+
+async fn connect(loaded: &Loaded) -> Result<(ProfileStore, Vec<View>, Vec<String>)> {
+    let store = ProfileStore::connect(&loaded.config.profiles).await?;
+    let (views, problems) = file_views(loaded);
+    if !views.is_empty() {
+        registry::apply(&store, &views)
+            .await
+            .context("applying registry.files")?;
+    }
+    Ok((store, views, problems))
+}
+
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+fn runner(loaded: &Loaded, store: ProfileStore) -> Result<Runner> {
+    Ok(Runner {
+        warehouse: warehouse::build(&loaded.config.warehouse)?,
+        store,
+        config: loaded.config.sync.clone(),
+        replica: replica_name(),
+    })
+}
+
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}
+
+async fn run_daemon(loaded: Loaded) -> Result<ExitCode> {
+    let shutdown = shutdown_on_signals();
+    // Redis may come up after us (or be restarting): wait for it rather than exit.
+    let mut delay = Duration::from_secs(1);
+    let (store, views) = loop {
+        match connect(&loaded).await {
+            Ok((store, views, _)) => break (store, views),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), retry_in = ?delay, "cannot start; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let scheduler = Scheduler {
+        runner: runner(&loaded, store)?,
+        config: loaded.config.scheduler.clone(),
+        file_views: views,
+    };
+    scheduler.run(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sync_once(loaded: Loaded, selector: Option<String>) -> Result<ExitCode> {
+    let (store, _, _) = connect(&loaded).await?;
+    let views = match &selector {
+        Some(s) => registry::select(&store, s).await?,
+        None => registry::list(&store)
+            .await?
+            .into_iter()
+            .filter(|v| v.online)
+            .collect(),
+    };
+    if views.is_empty() {
+        println!("no online views registered");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runner = runner(&loaded, store)?;
+    let shutdown = shutdown_on_signals();
+    let lease_wait = loaded.config.sync.lease_ttl + Duration::from_secs(5);
+    let mut failed = false;
+    let sem = tokio::sync::Semaphore::new(loaded.config.scheduler.max_concurrent_views);
+    let results = futures::future::join_all(views.iter().map(|view| {
+        let (runner, shutdown, sem) = (runner.clone(), shutdown.clone(), &sem);
+        async move {
+            let _p = sem.acquire().await.expect("never closed");
+            if !view.online {
+                return (view, None);
+            }
+            // A crashed replica's lease expires by itself: wait for it once.
+            let deadline = tokio::time::Instant::now() + lease_wait;
+            loop {
+                let (rec, outcome) = runner.run(view, &shutdown).await;
+                match outcome {
+                    Err(RunError::LeaseHeld(ref h)) if tokio::time::Instant::now() < deadline => {
+                        tracing::info!(view = %view.id(), holder = %h, "waiting for the view's lease");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    _ => return (view, Some((rec, outcome))),
+                }
+            }
+        }
+    }))
+    .await;
+    for (view, result) in results {
+        let Some((rec, outcome)) = result else {
+            println!("{}  skipped: view is offline (online = false)", view.id());
+            failed = true;
+            continue;
+        };
+        let wm = format!(
+            "{} -> {}",
+            rec.watermark_before.as_deref().unwrap_or("none"),
+            rec.watermark_after
+                .as_deref()
+                .or(rec.watermark_before.as_deref())
+                .unwrap_or("none")
+        );
+        match outcome {
+            Ok(()) => println!(
+                "{}  ok  read={} written={} stale={} skipped={}  watermark {}  {:.2}s",
+                view.id(),
+                rec.rows_read,
+                rec.rows_written,
+                rec.rows_stale,
+                format_skipped(&rec.skipped),
+                wm,
+                rec.duration_ms as f64 / 1000.0
+            ),
+            Err(e) => {
+                failed = true;
+                println!(
+                    "{}  FAILED ({})  read={} written={} skipped={}  watermark {}  {:.2}s: {}",
+                    view.id(),
+                    e.kind(),
+                    rec.rows_read,
+                    rec.rows_written,
+                    format_skipped(&rec.skipped),
+                    wm,
+                    rec.duration_ms as f64 / 1000.0,
+                    e
+                )
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn apply(loaded: Loaded, files: Vec<PathBuf>) -> Result<ExitCode> {
+    let mut views = Vec::new();
+    for f in &files {
+        views.extend(registry::read_file(f)?);
+    }
+    let (store, _, _) = connect(&loaded).await?;
+    for (id, outcome) in registry::apply(&store, &views).await? {
+        let what = match outcome {
+            registry::Applied::Created => "created",
+            registry::Applied::Unchanged => "unchanged",
+            registry::Applied::Updated => "updated",
+            registry::Applied::Reshaped => {
+                "updated; source, entity or fields changed, so its watermark was reset"
+            }
+        };
+        println!("{id}  {what}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(loaded: Loaded, json: bool) -> Result<ExitCode> {
+    let (store, _, _) = connect(&loaded).await?;
+    let mut rows = Vec::new();
+    for v in registry::list(&store).await? {
+        let id = v.id();
+        let wm = store.watermark(&id).await?;
+        let run = store.last_run(&id).await?;
+        rows.push(serde_json::json!({
+            "view": v.name,
+            "version": v.version,
+            "feast_name": v.feast_name(),
+            "online": v.online,
+            "table": sync::table_of(&v).to_string(),
+            "watermark": wm.map(format_nanos),
+            "lease_holder": store.lease_holder(&id).await?,
+            "last_run": run,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no views registered");
+    }
+    for r in rows {
+        let run = &r["last_run"];
+        println!(
+            "{}:{}  {}  watermark={}  last_run={} {} rows_written={}{}",
+            r["view"].as_str().unwrap_or(""),
+            r["version"],
+            if r["online"] == true {
+                "online"
+            } else {
+                "offline"
+            },
+            r["watermark"].as_str().unwrap_or("none"),
+            run["finished_at"]
+                .as_str()
+                .or(run["started_at"].as_str())
+                .unwrap_or("never"),
+            run["status"].as_str().unwrap_or(""),
+            run["rows_written"].as_u64().unwrap_or(0),
+            run["last_error"]
+                .as_str()
+                .map(|e| format!("  last_error={e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reset(loaded: Loaded, selector: String, to: Option<String>) -> Result<ExitCode> {
+    let to = to
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(&s)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .with_context(|| {
+                    format!("--to: `{s}` is not an RFC 3339 time such as 2024-05-01T00:00:00Z")
+                })
+        })
+        .transpose()?;
+    let (store, _, _) = connect(&loaded).await?;
+    for v in registry::select(&store, &selector).await? {
+        store.reset_watermark(&v.id(), to).await?;
+        match to {
+            Some(t) => println!("{}  watermark set to {}", v.id(), format_nanos(t)),
+            None => println!(
+                "{}  watermark forgotten: the next run reads the whole table",
+                v.id()
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(loaded: Loaded) -> Result<ExitCode> {
+    let mut problems = 0;
+    let mut report = |ok: bool, what: &str, detail: String| {
+        if !ok {
+            problems += 1;
+        }
+        println!(
+            "{}  {what}{}",
+            if ok { "ok     " } else { "PROBLEM" },
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            }
+        );
+    };
+    report(
+        true,
+        &format!("config {}", loaded.path.display()),
+        String::new(),
+    );
+    for k in &loaded.unknown_keys {
+        report(false, "config", format!("unknown key `{k}`"));
+    }
+    let (store, _, file_problems) = match connect(&loaded).await {
+        Ok(s) => s,
+        Err(e) => {
+            report(false, "redis", format!("{e:#}"));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    report(
+        true,
+        &format!("redis {}", loaded.config.profiles.redis_url),
+        String::new(),
+    );
+    for p in file_problems {
+        report(false, "view file", p);
+    }
+    let wh: Arc<dyn Warehouse> = warehouse::build(&loaded.config.warehouse)?;
+    if let Err(e) = wh.ping().await {
+        report(false, "warehouse", e.to_string());
+        return Ok(ExitCode::FAILURE);
+    }
+    report(true, "warehouse", String::new());
+    for v in registry::list(&store).await? {
+        let table = sync::table_of(&v);
+        match wh.describe(&table).await {
+            Err(e) => report(false, &format!("view {}", v.id()), e.to_string()),
+            Ok(cols) => match sync::plan_columns(&v, &cols) {
+                Ok(_) => report(true, &format!("view {} ({table})", v.id()), String::new()),
+                Err(ps) => {
+                    for p in ps {
+                        report(false, &format!("view {} ({table})", v.id()), p);
+                    }
+                }
+            },
+        }
+    }
+    Ok(if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn profile(loaded: Loaded, selector: String, entities: Vec<String>) -> Result<ExitCode> {
+    let (store, _, _) = connect(&loaded).await?;
+    let mut out = Vec::new();
+    for v in registry::select(&store, &selector).await? {
+        for e in &entities {
+            let p = store.read_profile(&v, e).await?;
+            out.push(serde_json::json!({
+                "view": v.feast_name(),
+                v.entity.join_key(): e,
+                "event_timestamp": p.as_ref().and_then(|p| p.ts).map(format_nanos),
+                "values": p.map(|p| p.values.into_iter().collect::<serde_json::Map<_, _>>()),
+            }));
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}

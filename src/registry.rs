@@ -1,0 +1,170 @@
+//! The registry of applied views: read from files, validated, kept in Redis.
+//!
+//! Promises: `apply` validates every view first and stores none of them if any
+//! is invalid (nothing half-applied); errors name the file, the view and the
+//! key. Re-applying an identical view changes nothing; re-applying a view whose
+//! source, entity or fields changed under the same version forgets its
+//! watermark, so the next run reads the whole table into the new shape.
+//! Assumes views are small (a Redis hash holds them all).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use redis::AsyncCommands;
+
+use crate::model::{View, ViewId};
+use crate::profiles::ProfileStore;
+
+const VIEWS_KEY: &str = "views";
+
+/// Reads views from a JSON or TOML file holding one view or a list of views
+/// (JSON array; TOML `[[views]]`).
+pub fn read_file(path: &Path) -> Result<Vec<View>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let is_toml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let value: serde_json::Value = if is_toml {
+        let t: toml::Table = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        let v = serde_json::to_value(t)?;
+        match v.get("views") {
+            Some(list) => list.clone(),
+            None => v,
+        }
+    } else {
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?
+    };
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        single => vec![single],
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let view: View = serde_json::from_value(v)
+                .map_err(|e| anyhow::anyhow!("{}: view #{}: {}", path.display(), i + 1, e))?;
+            view.validate()
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
+            Ok(view)
+        })
+        .collect()
+}
+
+/// Expands `registry.files` globs (relative to `base`) and reads every file.
+pub fn read_globs(patterns: &[String], base: &Path) -> Result<Vec<View>> {
+    let mut views = Vec::new();
+    for pattern in patterns {
+        let full = if Path::new(pattern).is_absolute() {
+            pattern.clone()
+        } else {
+            base.join(pattern).to_string_lossy().into_owned()
+        };
+        let paths = glob::glob(&full)
+            .map_err(|e| anyhow::anyhow!("registry.files: bad pattern `{pattern}`: {e}"))?;
+        let mut matched = false;
+        for p in paths {
+            let p = p?;
+            matched = true;
+            views.extend(read_file(&p)?);
+        }
+        if !matched {
+            tracing::warn!(pattern = %full, "registry.files: pattern matches no file");
+        }
+    }
+    Ok(views)
+}
+
+/// The parts of a view that decide what a run reads and writes.
+fn sync_shape(v: &View) -> serde_json::Value {
+    serde_json::json!({
+        "entity": v.entity.name,
+        "source": [&v.batch_source.database, &v.batch_source.schema,
+                   &v.batch_source.table, &v.batch_source.timestamp_field],
+        "fields": v.fields.iter().map(|f| (&f.name, &f.type_name)).collect::<Vec<_>>(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Created,
+    Unchanged,
+    Updated,
+    /// Source, entity or fields changed: the watermark was forgotten.
+    Reshaped,
+}
+
+/// Validates all views, then stores them.
+pub async fn apply(store: &ProfileStore, views: &[View]) -> Result<Vec<(ViewId, Applied)>> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for v in views {
+        if let Err(e) = v.validate() {
+            problems.push(e);
+        }
+        if !seen.insert(v.id()) {
+            problems.push(format!("view `{}` appears twice in one apply", v.id()));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("nothing applied: {}", problems.join("; "));
+    }
+    let mut conn = store.conn();
+    let key = store.state_key(VIEWS_KEY);
+    let mut out = Vec::new();
+    for v in views {
+        let id = v.id();
+        let old: Option<String> = conn.hget(&key, id.to_string()).await?;
+        let old: Option<View> = old.and_then(|s| serde_json::from_str(&s).ok());
+        let outcome = match &old {
+            None => Applied::Created,
+            Some(o) if o == v => Applied::Unchanged,
+            Some(o) if sync_shape(o) != sync_shape(v) => Applied::Reshaped,
+            Some(_) => Applied::Updated,
+        };
+        if outcome != Applied::Unchanged {
+            let _: () = conn
+                .hset(&key, id.to_string(), serde_json::to_string(v)?)
+                .await?;
+        }
+        if outcome == Applied::Reshaped {
+            store.reset_watermark(&id, None).await?;
+        }
+        out.push((id, outcome));
+    }
+    Ok(out)
+}
+
+/// Every registered view, ordered by name and version.
+pub async fn list(store: &ProfileStore) -> Result<Vec<View>> {
+    let mut conn = store.conn();
+    let all: BTreeMap<String, String> = conn.hgetall(store.state_key(VIEWS_KEY)).await?;
+    let mut views = Vec::with_capacity(all.len());
+    for (id, json) in all {
+        match serde_json::from_str::<View>(&json) {
+            Ok(v) => views.push(v),
+            Err(e) => {
+                tracing::error!(view = %id, error = %e, "registry entry is unreadable; skipped")
+            }
+        }
+    }
+    views.sort_by_key(View::id);
+    Ok(views)
+}
+
+/// Views matching `NAME` (every version) or `NAME:VERSION`.
+pub async fn select(store: &ProfileStore, selector: &str) -> Result<Vec<View>> {
+    let (name, version) = ViewId::parse_selector(selector).map_err(|e| anyhow::anyhow!(e))?;
+    let found: Vec<View> = list(store)
+        .await?
+        .into_iter()
+        .filter(|v| v.name == name && version.is_none_or(|n| n == v.version))
+        .collect();
+    if found.is_empty() {
+        bail!("no registered view `{selector}`");
+    }
+    Ok(found)
+}

@@ -1,0 +1,235 @@
+//! The daemon loop: every online view runs once per interval (or its
+//! `refresh_rate`), at most `max_concurrent_views` at a time.
+//!
+//! Promises: a failed run is retried with capped exponential backoff and
+//! jitter while other views keep their schedule; a view whose lease another
+//! replica holds is left to it until the next interval; the registry is
+//! re-read every few seconds, so views applied by another process start
+//! syncing without a restart; if Redis loses the daemon's state (flush,
+//! failover to an empty replica) the registry is restored from memory and the
+//! files, and every view resyncs from scratch. On shutdown no new run starts;
+//! running ones stop at their next page boundary without committing, and the
+//! loop waits for them up to `shutdown_grace`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::SchedulerConfig;
+use crate::model::{View, ViewId};
+use crate::registry;
+use crate::sync::{format_skipped, RunError, Runner};
+
+/// How often the registry is re-read from Redis.
+const REGISTRY_REFRESH: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+struct ViewState {
+    next_due: Option<Instant>,
+    failures: u32,
+    running: bool,
+}
+
+pub struct Scheduler {
+    pub runner: Runner,
+    pub config: SchedulerConfig,
+    /// Views from `registry.files`, re-applied if Redis loses the registry.
+    pub file_views: Vec<View>,
+}
+
+/// Delay before retry number `failures` (1-based): doubling from `initial`,
+/// capped at `max`, then scaled by a random factor in [0.5, 1.0] so replicas
+/// and views do not retry in lockstep.
+pub fn backoff(failures: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = initial.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    exp.min(max).mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+impl Scheduler {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let permits = Arc::new(Semaphore::new(self.config.max_concurrent_views));
+        let (done_tx, mut done_rx) = mpsc::channel::<(ViewId, Result<(), RunError>)>(64);
+        let mut states: HashMap<ViewId, ViewState> = HashMap::new();
+        let mut views: BTreeMap<ViewId, View> = BTreeMap::new();
+        let mut known: BTreeMap<ViewId, View> = self
+            .file_views
+            .iter()
+            .map(|v| (v.id(), v.clone()))
+            .collect();
+        let mut next_refresh = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        tracing::info!(
+            interval = %humantime::format_duration(self.config.interval),
+            max_concurrent_views = self.config.max_concurrent_views,
+            "scheduler started"
+        );
+
+        loop {
+            if Instant::now() >= next_refresh {
+                next_refresh = Instant::now() + REGISTRY_REFRESH;
+                match self.refresh(&mut known).await {
+                    Ok(list) => views = list,
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot read the registry; keeping the last one")
+                    }
+                }
+                states.retain(|id, s| s.running || views.contains_key(id));
+            }
+
+            let now = Instant::now();
+            for (id, view) in &views {
+                if !view.online {
+                    continue;
+                }
+                let st = states.entry(id.clone()).or_default();
+                // A new view starts soon, spread a little so replicas interleave.
+                let due = *st.next_due.get_or_insert_with(|| {
+                    now + Duration::from_millis(rand::thread_rng().gen_range(0..500))
+                });
+                if st.running || due > now {
+                    continue;
+                }
+                st.running = true;
+                let (runner, view, done, permits, stop) = (
+                    self.runner.clone(),
+                    view.clone(),
+                    done_tx.clone(),
+                    permits.clone(),
+                    shutdown.clone(),
+                );
+                let span = tracing::info_span!("run", view = %id);
+                tasks.spawn(
+                    async move {
+                        let Ok(_permit) = permits.acquire_owned().await else {
+                            return;
+                        };
+                        if stop.is_cancelled() {
+                            let _ = done.send((view.id(), Err(RunError::Interrupted))).await;
+                            return;
+                        }
+                        let (rec, outcome) = runner.run(&view, &stop).await;
+                        match &outcome {
+                            Ok(()) => {}
+                            Err(RunError::LeaseHeld(h)) => {
+                                tracing::debug!(holder = %h, "another replica is syncing this view")
+                            }
+                            Err(e) => tracing::error!(
+                                kind = e.kind(),
+                                error = %e,
+                                rows_written = rec.rows_written,
+                                skipped = %format_skipped(&rec.skipped),
+                                "run failed; the watermark stays"
+                            ),
+                        }
+                        let _ = done.send((view.id(), outcome)).await;
+                    }
+                    .instrument(span),
+                );
+            }
+
+            let wake = states
+                .values()
+                .filter(|s| !s.running)
+                .filter_map(|s| s.next_due)
+                .chain(std::iter::once(next_refresh))
+                .min()
+                .unwrap_or(next_refresh);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(wake) => {}
+                Some((id, outcome)) = done_rx.recv() => {
+                    self.settle(states.entry(id.clone()).or_default(), views.get(&id), outcome);
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+
+        tracing::info!(
+            running = tasks.len(),
+            grace = %humantime::format_duration(self.config.shutdown_grace),
+            "shutting down: no new runs; running ones stop at their next page"
+        );
+        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "shutdown grace elapsed; abandoning runs (their watermarks were not committed)"
+            );
+            tasks.abort_all();
+        }
+        Ok(())
+    }
+
+    /// Plans the next run of a view from the outcome of its last one.
+    fn settle(&self, st: &mut ViewState, view: Option<&View>, outcome: Result<(), RunError>) {
+        st.running = false;
+        let interval = view
+            .and_then(View::refresh_rate)
+            .unwrap_or(self.config.interval);
+        let delay = match outcome {
+            Ok(()) | Err(RunError::LeaseHeld(_)) => {
+                st.failures = 0;
+                interval
+            }
+            Err(RunError::Interrupted) => interval,
+            Err(_) => {
+                st.failures += 1;
+                backoff(
+                    st.failures,
+                    self.config.retry_initial,
+                    self.config.retry_max,
+                    rand::thread_rng().gen(),
+                )
+                .min(interval.max(self.config.retry_initial))
+            }
+        };
+        st.next_due = Some(Instant::now() + delay);
+    }
+
+    /// Re-reads the registry; restores it when Redis lost the daemon's state.
+    async fn refresh(
+        &self,
+        known: &mut BTreeMap<ViewId, View>,
+    ) -> anyhow::Result<BTreeMap<ViewId, View>> {
+        let store = &self.runner.store;
+        if !store.state_present().await? {
+            tracing::warn!(
+                views = known.len(),
+                "Redis holds none of the daemon's state (flushed or replaced): restoring the registry; every view resyncs"
+            );
+            store.migrate().await?;
+            let all: Vec<View> = known.values().cloned().collect();
+            registry::apply(store, &all).await?;
+        }
+        let listed: BTreeMap<ViewId, View> = registry::list(store)
+            .await?
+            .into_iter()
+            .map(|v| (v.id(), v))
+            .collect();
+        known.extend(listed.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(listed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(1, s(10), s(300), 1.0), s(10));
+        assert_eq!(backoff(2, s(10), s(300), 1.0), s(20));
+        assert_eq!(backoff(3, s(10), s(300), 1.0), s(40));
+        assert_eq!(backoff(30, s(10), s(300), 1.0), s(300));
+        assert_eq!(backoff(1, s(10), s(300), 0.0), s(5));
+    }
+}

@@ -1,0 +1,607 @@
+//! One run of one view: the sync contract of DESIGN.md, in order.
+//!
+//! 1. take the view's lease (one writer per view), renewed while the run lasts;
+//! 2. window: rows with `timestamp > W - lookback` (all rows, or those from
+//!    `backfill_since`, when there is no watermark `W`);
+//! 3. read pages ordered by `(timestamp, entity)`; per page keep the latest
+//!    row per entity and write it newest-wins (pages arrive in order, so a later
+//!    page's row for an entity is never older than an earlier page's);
+//! 4. skip and count rows with a NULL entity or timestamp, and fields whose
+//!    value does not fit the field's type, logging column, reason and a sample;
+//! 5. only after every page is written, move the watermark to
+//!    `max(W, greatest timestamp read that is not in the future)`, checking the
+//!    lease in the same step. A shutdown between pages ends the run without
+//!    committing anything.
+//!
+//! Assumes an entity's timestamps only move forward, and that the store's
+//! writes are idempotent (a failed run is simply run again).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SyncConfig;
+use crate::model::{FieldType, View, ViewId};
+use crate::profiles::{ProfileStore, RunRecord, Upsert, WriteSpec};
+use crate::warehouse::decode::{self, SkipReason};
+use crate::warehouse::{
+    resolve_column, Column, Nanos, Page, TableRef, Warehouse, WarehouseError, WindowQuery,
+};
+
+/// Why a run did not complete. The scheduler backs off on `Retryable`, waits
+/// for a fix on `Permanent`, and simply tries later on `LeaseHeld`.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Permanent(String),
+    #[error("{0}")]
+    Retryable(String),
+    #[error("another replica holds the lease ({0})")]
+    LeaseHeld(String),
+    #[error("stopped by shutdown before the run finished; nothing committed")]
+    Interrupted,
+}
+
+impl From<WarehouseError> for RunError {
+    fn from(e: WarehouseError) -> Self {
+        match e {
+            WarehouseError::Transient(m) => RunError::Retryable(format!("warehouse: {m}")),
+            WarehouseError::Permanent(m) => RunError::Permanent(m),
+        }
+    }
+}
+
+impl From<anyhow::Error> for RunError {
+    fn from(e: anyhow::Error) -> Self {
+        RunError::Retryable(format!("redis: {e:#}"))
+    }
+}
+
+impl RunError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::Permanent(_) => "permanent",
+            RunError::Retryable(_) => "retryable",
+            RunError::LeaseHeld(_) => "lease_held",
+            RunError::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The columns a view reads, resolved against the table.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    pub entity: String,
+    pub timestamp: String,
+    pub timestamp_type: String,
+    pub fields: Vec<(String, FieldType)>,
+}
+
+/// The table a view's batch source names.
+pub fn table_of(view: &View) -> TableRef {
+    TableRef {
+        database: view.batch_source.database.clone(),
+        schema: view.batch_source.schema.clone(),
+        table: view.batch_source.table.clone(),
+    }
+}
+
+/// Resolves every column of the view and checks its type; returns every
+/// problem at once, each naming the column.
+pub fn plan_columns(view: &View, columns: &[Column]) -> Result<ColumnPlan, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut find = |role: &str, name: &str| -> Option<Column> {
+        let c = resolve_column(columns, name).cloned();
+        if c.is_none() {
+            problems.push(format!("{role} column `{name}` not found"));
+        }
+        c
+    };
+    let entity = find("entity", view.entity.join_key());
+    let ts = find("timestamp", &view.batch_source.timestamp_field);
+    let fields: Vec<Option<Column>> = view.fields.iter().map(|f| find("field", &f.name)).collect();
+    if let Some(c) = &entity {
+        if let Err(e) = decode::entity_compatible(&c.data_type) {
+            problems.push(format!("entity column `{}`: {e}", c.name));
+        }
+    }
+    if let Some(c) = &ts {
+        if let Err(e) = decode::timestamp_compatible(&c.data_type) {
+            problems.push(format!("timestamp column `{}`: {e}", c.name));
+        }
+    }
+    for (f, c) in view.fields.iter().zip(&fields) {
+        if let Some(c) = c {
+            if let Err(e) = decode::compatible(&c.data_type, f.field_type()) {
+                problems.push(format!("field column `{}`: {e}", c.name));
+            }
+        }
+    }
+    if problems.iter().any(|p| p.ends_with("not found")) {
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        problems.push(format!("the table has columns: {}", names.join(", ")));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let (entity, ts) = (entity.expect("checked"), ts.expect("checked"));
+    Ok(ColumnPlan {
+        entity: entity.name,
+        timestamp: ts.name,
+        timestamp_type: ts.data_type,
+        fields: view
+            .fields
+            .iter()
+            .zip(fields)
+            .map(|(f, c)| (c.expect("checked").name, f.field_type()))
+            .collect(),
+    })
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Exclusive lower bound of a run's window: `W - lookback`, or the first-run
+/// bound (`backfill_since`, inclusive, so one nanosecond earlier), never below
+/// `backfill_since`. `None` reads everything.
+pub fn window_since(
+    watermark: Option<Nanos>,
+    lookback: Duration,
+    backfill_since: Option<Nanos>,
+) -> Option<Nanos> {
+    let floor = backfill_since.map(|b| b.saturating_sub(1));
+    match (watermark, floor) {
+        (Some(w), Some(f)) => Some(w.saturating_sub(nanos(lookback)).max(f)),
+        (Some(w), None) => Some(w.saturating_sub(nanos(lookback))),
+        (None, f) => f,
+    }
+}
+
+/// The watermark after a complete run: it never moves backwards, and moves
+/// forward only to the greatest timestamp read that was not in the future.
+pub fn next_watermark(current: Option<Nanos>, greatest_not_future: Option<Nanos>) -> Option<Nanos> {
+    match (current, greatest_not_future) {
+        (Some(c), Some(g)) => Some(c.max(g)),
+        (c, g) => c.or(g),
+    }
+}
+
+/// Everything a run needs besides the view.
+#[derive(Clone)]
+pub struct Runner {
+    pub warehouse: Arc<dyn Warehouse>,
+    pub store: ProfileStore,
+    pub config: SyncConfig,
+    /// Who this process is, in lease tokens and `status` (host/pid).
+    pub replica: String,
+}
+
+/// Tallies of one run.
+#[derive(Debug, Default)]
+struct Tally {
+    rows_read: u64,
+    rows_written: u64,
+    rows_stale: u64,
+    skipped: BTreeMap<String, u64>,
+    /// First sample per (column, reason), for the log line.
+    samples: BTreeMap<(String, &'static str), String>,
+    greatest_not_future: Option<Nanos>,
+    pages: u64,
+}
+
+impl Tally {
+    fn skip(&mut self, reason: &str, n: u64) {
+        if n > 0 {
+            *self.skipped.entry(reason.to_string()).or_default() += n;
+        }
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn format_nanos(n: Nanos) -> String {
+    chrono::DateTime::from_timestamp(
+        n.div_euclid(1_000_000_000),
+        n.rem_euclid(1_000_000_000) as u32,
+    )
+    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    .unwrap_or_else(|| n.to_string())
+}
+
+impl Runner {
+    /// One run of `view`; always leaves a run record behind (except when the
+    /// lease is held elsewhere, which is not this replica's run to record).
+    pub async fn run(
+        &self,
+        view: &View,
+        shutdown: &CancellationToken,
+    ) -> (RunRecord, Result<(), RunError>) {
+        let id = view.id();
+        let started = Instant::now();
+        let previous = self.store.last_run(&id).await.ok().flatten();
+        let mut rec = RunRecord {
+            view: id.name.clone(),
+            version: id.version,
+            status: "running".into(),
+            started_at: now_rfc3339(),
+            last_error: previous.as_ref().and_then(|p| p.last_error.clone()),
+            last_success_at: previous.as_ref().and_then(|p| p.last_success_at.clone()),
+            ..RunRecord::default()
+        };
+        let token = format!("{}/{:016x}", self.replica, rand::random::<u64>());
+        let outcome = match self
+            .store
+            .acquire_lease(&id, &token, self.config.lease_ttl)
+            .await
+        {
+            Ok(true) => {
+                let lease_lost = CancellationToken::new();
+                let renewer =
+                    self.spawn_lease_renewal(id.clone(), token.clone(), lease_lost.clone());
+                let r = self
+                    .run_leased(view, &token, shutdown, &lease_lost, &mut rec)
+                    .await;
+                renewer.abort();
+                if let Err(e) = self.store.release_lease(&id, &token).await {
+                    tracing::warn!(view = %id, error = %e, "could not release lease; it expires by itself");
+                }
+                r
+            }
+            Ok(false) => {
+                let holder = self.store.lease_holder(&id).await.ok().flatten();
+                return (
+                    rec,
+                    Err(RunError::LeaseHeld(
+                        holder.unwrap_or_else(|| "unknown".into()),
+                    )),
+                );
+            }
+            Err(e) => Err(RunError::from(e)),
+        };
+        rec.duration_ms = started.elapsed().as_millis() as u64;
+        rec.finished_at = Some(now_rfc3339());
+        match &outcome {
+            Ok(()) => {
+                rec.status = "ok".into();
+                rec.last_success_at = rec.finished_at.clone();
+            }
+            Err(e) => {
+                rec.status = if matches!(e, RunError::Interrupted) {
+                    "interrupted"
+                } else {
+                    "failed"
+                }
+                .into();
+                rec.error = Some(e.to_string());
+                rec.last_error = Some(format!("{}: {e}", rec.finished_at.as_deref().unwrap_or("")));
+            }
+        }
+        if let Err(e) = self.store.save_run(&id, &rec).await {
+            tracing::warn!(view = %id, error = %e, "could not save run record");
+        }
+        (rec, outcome)
+    }
+
+    /// Renews the lease every third of its lifetime; cancels `lost` if another
+    /// holder took it or it could not be renewed before it ran out.
+    fn spawn_lease_renewal(
+        &self,
+        id: ViewId,
+        token: String,
+        lost: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let ttl = self.config.lease_ttl;
+        tokio::spawn(async move {
+            let mut last_ok = Instant::now();
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match store.renew_lease(&id, &token, ttl).await {
+                    Ok(true) => last_ok = Instant::now(),
+                    Ok(false) => {
+                        tracing::error!(view = %id, "lease lost to another holder; stopping this run");
+                        lost.cancel();
+                        return;
+                    }
+                    Err(e) if last_ok.elapsed() >= ttl => {
+                        tracing::error!(view = %id, error = %e, "lease could not be renewed before it expired; stopping this run");
+                        lost.cancel();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(view = %id, error = %e, "lease renewal failed; retrying")
+                    }
+                }
+            }
+        })
+    }
+
+    async fn run_leased(
+        &self,
+        view: &View,
+        token: &str,
+        shutdown: &CancellationToken,
+        lease_lost: &CancellationToken,
+        rec: &mut RunRecord,
+    ) -> Result<(), RunError> {
+        let id = view.id();
+        let table = table_of(view);
+        let columns = self.warehouse.describe(&table).await?;
+        let plan = plan_columns(view, &columns).map_err(|p| {
+            RunError::Permanent(format!("view {id}, table {table}: {}", p.join("; ")))
+        })?;
+        let watermark = self.store.watermark(&id).await?;
+        let backfill = self
+            .config
+            .backfill_since_nanos()
+            .map_err(|e| RunError::Permanent(e.to_string()))?;
+        let since = window_since(watermark, self.config.lookback, backfill);
+        let future_limit = self
+            .warehouse
+            .now()
+            .await?
+            .saturating_add(nanos(self.config.max_future_skew));
+        rec.watermark_before = watermark.map(format_nanos);
+
+        let query = WindowQuery {
+            table,
+            entity_column: plan.entity.clone(),
+            timestamp_column: plan.timestamp.clone(),
+            timestamp_type: plan.timestamp_type.clone(),
+            field_columns: plan.fields.iter().map(|(c, _)| c.clone()).collect(),
+            since,
+            page_rows: self.config.page_rows,
+        };
+        let mut tally = Tally::default();
+        let nulls = self.warehouse.null_key_rows(&query).await?;
+        tally.skip("null_entity", nulls.null_entity);
+        tally.skip("null_timestamp", nulls.null_timestamp);
+
+        let spec = WriteSpec::for_view(view);
+        self.store.load_scripts().await?;
+
+        // Reading the next page overlaps with decoding and writing this one.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Page, WarehouseError>>(1);
+        let produce = async {
+            let mut pages = self.warehouse.pages(&query);
+            while let Some(p) = pages.next().await {
+                let failed = p.is_err();
+                if tx.send(p).await.is_err() || failed {
+                    break;
+                }
+            }
+            drop(tx);
+        };
+        let consume = async {
+            while let Some(page) = rx.recv().await {
+                let page = page?;
+                self.write_page(&plan, &spec, &page, future_limit, &mut tally)
+                    .await?;
+                if lease_lost.is_cancelled() {
+                    return Err(RunError::Retryable("lease lost during the run".into()));
+                }
+                if shutdown.is_cancelled() {
+                    return Err(RunError::Interrupted);
+                }
+            }
+            Ok(())
+        };
+        let ((), consumed) = tokio::join!(produce, consume);
+        let finish = |rec: &mut RunRecord, t: &Tally| {
+            rec.rows_read = t.rows_read;
+            rec.rows_written = t.rows_written;
+            rec.rows_stale = t.rows_stale;
+            rec.skipped = t.skipped.clone();
+        };
+        finish(rec, &tally);
+        for ((column, reason), sample) in &tally.samples {
+            tracing::warn!(view = %id, column, reason, sample, "values skipped: they do not fit the field type");
+        }
+        consumed?;
+
+        let next = next_watermark(watermark, tally.greatest_not_future);
+        if next != watermark {
+            let next = next.expect("a watermark only appears, never disappears");
+            if !self.store.commit_watermark(&id, token, next).await? {
+                return Err(RunError::Retryable(
+                    "lease lost before the watermark commit; rows were written, the watermark stays".into(),
+                ));
+            }
+        }
+        rec.watermark_after = next.map(format_nanos);
+        tracing::info!(
+            view = %id,
+            pages = tally.pages,
+            rows_read = tally.rows_read,
+            rows_written = tally.rows_written,
+            rows_stale = tally.rows_stale,
+            skipped = ?tally.skipped,
+            watermark = rec.watermark_after.as_deref().unwrap_or("none"),
+            "run complete"
+        );
+        Ok(())
+    }
+
+    /// Decodes one page, keeps the latest row per entity, writes it.
+    async fn write_page(
+        &self,
+        plan: &ColumnPlan,
+        spec: &WriteSpec,
+        page: &Page,
+        future_limit: Nanos,
+        tally: &mut Tally,
+    ) -> Result<(), RunError> {
+        let permanent = |e: decode::ColumnError| RunError::Permanent(e.to_string());
+        struct Decoded<'a> {
+            entities: decode::EntityColumn<'a>,
+            ts: Vec<decode::TimestampCell>,
+            fields: Vec<decode::EncodedColumn>,
+        }
+        let mut decoded = Vec::with_capacity(page.batches.len());
+        for b in &page.batches {
+            let schema = b.schema();
+            let entities =
+                decode::entities(&plan.entity, b.column(0), schema.field(0)).map_err(permanent)?;
+            let ts = decode::timestamps(&plan.timestamp, b.column(1), schema.field(1))
+                .map_err(permanent)?;
+            let fields = plan
+                .fields
+                .iter()
+                .enumerate()
+                .map(|(i, (name, ty))| {
+                    decode::encode_column(name, b.column(2 + i), schema.field(2 + i), *ty)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(permanent)?;
+            decoded.push(Decoded {
+                entities,
+                ts,
+                fields,
+            });
+        }
+
+        // Latest row per entity in this page: (ts, batch, row). Equal times keep the later row.
+        let mut latest: HashMap<&str, (Nanos, usize, usize)> = HashMap::new();
+        let (mut null_entity, mut null_ts, mut bad_ts) = (0u64, 0u64, 0u64);
+        for (bi, d) in decoded.iter().enumerate() {
+            tally.rows_read += d.ts.len() as u64;
+            for (ri, ts) in d.ts.iter().enumerate() {
+                let ts = match *ts {
+                    Ok(Some(ts)) => ts,
+                    Ok(None) => {
+                        null_ts += 1;
+                        continue;
+                    }
+                    Err(_) => {
+                        bad_ts += 1;
+                        continue;
+                    }
+                };
+                let Some(entity) = d.entities.get(ri) else {
+                    null_entity += 1;
+                    continue;
+                };
+                if ts <= future_limit && tally.greatest_not_future.is_none_or(|g| ts > g) {
+                    tally.greatest_not_future = Some(ts);
+                }
+                latest
+                    .entry(entity)
+                    .and_modify(|cur| {
+                        if ts >= cur.0 {
+                            *cur = (ts, bi, ri);
+                        }
+                    })
+                    .or_insert((ts, bi, ri));
+            }
+        }
+        tally.skip("null_entity", null_entity);
+        tally.skip("null_timestamp", null_ts);
+        tally.skip("timestamp_out_of_range", bad_ts);
+
+        let mut values: Vec<(u32, &[u8])> = Vec::with_capacity(latest.len() * plan.fields.len());
+        let mut rows: Vec<(&str, Nanos, usize, usize)> = Vec::with_capacity(latest.len());
+        for (entity, (ts, bi, ri)) in latest {
+            let start = values.len();
+            for (fi, col) in decoded[bi].fields.iter().enumerate() {
+                match col.get(ri) {
+                    Ok(v) => values.push((fi as u32, v)),
+                    Err(reason) => {
+                        tally.skip(reason.as_str(), 1);
+                        tally
+                            .samples
+                            .entry((plan.fields[fi].0.clone(), reason.as_str()))
+                            .or_insert_with(|| {
+                                let b = &page.batches[bi];
+                                decode::cell_text(b.column(2 + fi), ri)
+                            });
+                    }
+                }
+            }
+            if values.len() == start {
+                // Nothing valid to write: keep the stored values and their time.
+                continue;
+            }
+            rows.push((entity, ts, start, values.len()));
+        }
+        let upserts: Vec<Upsert<'_>> = rows
+            .iter()
+            .map(|&(entity, ts, a, b)| Upsert {
+                entity,
+                ts,
+                values: &values[a..b],
+            })
+            .collect();
+        let out = self
+            .store
+            .write(spec, &upserts, self.config.write_batch)
+            .await?;
+        tally.rows_written += out.written;
+        tally.rows_stale += out.stale;
+        tally.pages += 1;
+        Ok(())
+    }
+}
+
+/// Counts by reason for display: `null_entity=2 overflow=1`.
+pub fn format_skipped(skipped: &BTreeMap<String, u64>) -> String {
+    if skipped.is_empty() {
+        return "0".into();
+    }
+    skipped
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Every per-field skip reason, for metrics that must show zero counts too.
+pub fn skip_reasons() -> impl Iterator<Item = &'static str> {
+    ["null_entity", "null_timestamp", "timestamp_out_of_range"]
+        .into_iter()
+        .chain(SkipReason::ALL.iter().map(|r| r.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000_000_000;
+
+    #[test]
+    fn first_run_reads_everything_or_from_backfill_since() {
+        assert_eq!(window_since(None, Duration::from_secs(600), None), None);
+        assert_eq!(
+            window_since(None, Duration::from_secs(600), Some(1000)),
+            Some(999)
+        );
+    }
+
+    #[test]
+    fn later_runs_reread_the_lookback() {
+        let w = 100 * MIN;
+        assert_eq!(
+            window_since(Some(w), Duration::from_secs(600), None),
+            Some(90 * MIN)
+        );
+        // The backfill floor still holds.
+        assert_eq!(
+            window_since(Some(w), Duration::from_secs(600), Some(95 * MIN)),
+            Some(95 * MIN - 1)
+        );
+    }
+
+    #[test]
+    fn watermark_never_moves_backwards() {
+        assert_eq!(next_watermark(Some(10), Some(5)), Some(10));
+        assert_eq!(next_watermark(Some(10), Some(15)), Some(15));
+        assert_eq!(next_watermark(None, Some(15)), Some(15));
+        assert_eq!(next_watermark(Some(10), None), Some(10));
+        assert_eq!(next_watermark(None, None), None);
+    }
+}

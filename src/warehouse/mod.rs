@@ -1,0 +1,146 @@
+//! The warehouse seam: describe a table, and stream the rows of a window in pages.
+//!
+//! Contract every backend keeps:
+//! - reads are repeatable: the same window read twice yields the same rows
+//!   (modulo rows written to the table in between);
+//! - [`Warehouse::pages`] yields pages in increasing `(timestamp, entity)` order:
+//!   every row of page *k + 1* sorts after every row of page *k*; inside one page
+//!   rows come in any order (Snowflake returns result chunks out of order);
+//! - each page holds at most `page_rows` rows, so memory is bounded by the page
+//!   size however large the window;
+//! - page columns are, in order: entity, timestamp, then the requested field
+//!   columns; their Arrow shapes are decoded by [`decode`];
+//! - rows whose entity or timestamp is NULL are either left out of the pages and
+//!   counted by [`Warehouse::null_key_rows`], or delivered in pages (and then not
+//!   counted there), never both.
+//!
+//! Errors say whether retrying can help ([`WarehouseError::is_retryable`]).
+
+pub mod decode;
+pub mod snowflake;
+pub mod sql;
+
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+/// Nanoseconds since the Unix epoch, UTC. Timestamps without a zone are read as UTC.
+pub type Nanos = i64;
+
+/// A table as a view's batch source names it; parts are resolved like
+/// Snowflake's unquoted identifiers (case-insensitively) by the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    pub database: Option<String>,
+    pub schema: Option<String>,
+    pub table: String,
+}
+
+impl std::fmt::Display for TableRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for part in [&self.database, &self.schema].into_iter().flatten() {
+            write!(f, "{part}.")?;
+        }
+        f.write_str(&self.table)
+    }
+}
+
+/// One column as the warehouse reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The name exactly as stored (e.g. `DOMAIN_USERID`).
+    pub name: String,
+    /// The warehouse's type name, e.g. `NUMBER(38,0)`, `TIMESTAMP_NTZ(9)`, `VARCHAR(16777216)`.
+    pub data_type: String,
+}
+
+/// What one run reads: rows with `timestamp > since` (all rows when `since` is None).
+#[derive(Debug, Clone)]
+pub struct WindowQuery {
+    pub table: TableRef,
+    /// Resolved (stored) column names.
+    pub entity_column: String,
+    pub timestamp_column: String,
+    /// The timestamp column's type as [`Warehouse::describe`] reported it.
+    pub timestamp_type: String,
+    pub field_columns: Vec<String>,
+    /// Exclusive lower bound of the window.
+    pub since: Option<Nanos>,
+    pub page_rows: usize,
+}
+
+/// Rows of the window that cannot be keyed and so are never written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NullKeyRows {
+    pub null_entity: u64,
+    pub null_timestamp: u64,
+}
+
+/// A page of rows; see the module contract for column order.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Page {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    /// Network trouble, timeouts, expired sessions, server restarts.
+    #[error("{0}")]
+    Transient(String),
+    /// A problem only a person can fix: missing table or column, bad credentials,
+    /// a column whose type cannot hold the field.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl WarehouseError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, WarehouseError::Transient(_))
+    }
+}
+
+pub type Result<T, E = WarehouseError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Warehouse: Send + Sync {
+    /// Columns of a table, or `Permanent` if it does not exist.
+    async fn describe(&self, table: &TableRef) -> Result<Vec<Column>>;
+
+    /// The warehouse's current time, used to recognise rows stamped in the future.
+    async fn now(&self) -> Result<Nanos>;
+
+    /// Rows of the window whose entity or timestamp is NULL (see the module contract).
+    async fn null_key_rows(&self, query: &WindowQuery) -> Result<NullKeyRows>;
+
+    /// The window's rows in pages ordered by `(timestamp, entity)`.
+    fn pages<'a>(&'a self, query: &'a WindowQuery) -> BoxStream<'a, Result<Page>>;
+
+    /// Cheap round trip proving the warehouse answers (used by `check` and `/readyz`).
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Builds the configured backend.
+pub fn build(
+    cfg: &crate::config::WarehouseConfig,
+) -> anyhow::Result<std::sync::Arc<dyn Warehouse>> {
+    match cfg.kind {
+        crate::config::WarehouseKind::Snowflake => Ok(std::sync::Arc::new(
+            snowflake::SnowflakeWarehouse::new(cfg)?,
+        )),
+    }
+}
+
+/// Finds a column the way Snowflake resolves an unquoted identifier: an exact
+/// match first, then a case-insensitive one (`domain_userid` finds `DOMAIN_USERID`).
+pub fn resolve_column<'a>(columns: &'a [Column], name: &str) -> Option<&'a Column> {
+    columns
+        .iter()
+        .find(|c| c.name == name)
+        .or_else(|| columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
+}

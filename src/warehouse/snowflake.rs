@@ -1,0 +1,526 @@
+//! Snowflake backend on the `snowflake-api` crate (REST + Arrow).
+//!
+//! Promises the [`Warehouse`] contract: windows are read with keyset
+//! pagination (`ORDER BY ts, entity LIMIT page_rows`, continuing after the
+//! greatest `(ts, entity)` of the previous page, computed from the page itself
+//! because result chunks arrive out of order); rows with a NULL entity or
+//! timestamp are left out of pages and counted by `null_key_rows`.
+//!
+//! Works around the crate's pitfalls: every call has a timeout; requests go
+//! through our own HTTP client (timeouts, no blind retries of POSTs, optional
+//! base-URL rewrite for proxies, private endpoints and tests); the session is
+//! rebuilt after any transient failure, since the crate never logs in again by
+//! itself. Assumes the crate's `log` output is kept at info or above by the
+//! logging setup (at debug it prints session tokens).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
+use snowflake_api::{
+    AuthArgs, AuthType, CertificateArgs, PasswordArgs, QueryResult, SnowflakeApi,
+    SnowflakeApiBuilder, SnowflakeApiError,
+};
+use tokio::sync::Mutex;
+
+use super::{
+    decode, sql, Column, Nanos, NullKeyRows, Page, Result, TableRef, Warehouse, WarehouseError,
+};
+use crate::config::{Credentials, WarehouseConfig};
+
+/// Rewrites every request's scheme, host and port to the configured base URL.
+struct BaseUrl(url::Url);
+
+#[async_trait]
+impl Middleware for BaseUrl {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let url = req.url_mut();
+        // Setting scheme/host/port on a parsed https URL cannot fail for http(s) targets.
+        let _ = url.set_scheme(self.0.scheme());
+        let _ = url.set_host(self.0.host_str());
+        let _ = url.set_port(self.0.port_or_known_default());
+        if self.0.path() != "/" {
+            let joined = format!("{}{}", self.0.path().trim_end_matches('/'), url.path());
+            url.set_path(&joined);
+        }
+        next.run(req, extensions).await
+    }
+}
+
+/// Everything needed to log in again; the credential stays wrapped in `Secret`.
+struct Login {
+    account: String,
+    user: String,
+    credentials: Credentials,
+    role: Option<String>,
+    warehouse: Option<String>,
+    database: Option<String>,
+    schema: Option<String>,
+    base_url: Option<url::Url>,
+    timeout: Duration,
+}
+
+pub struct SnowflakeWarehouse {
+    login: Login,
+    /// The live session; `None` after a failure so the next call logs in anew.
+    api: Mutex<Option<Arc<SnowflakeApi>>>,
+}
+
+impl std::fmt::Debug for SnowflakeWarehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnowflakeWarehouse")
+            .field("account", &self.login.account)
+            .field("user", &self.login.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnowflakeWarehouse {
+    pub fn new(cfg: &WarehouseConfig) -> anyhow::Result<Self> {
+        let base_url = cfg
+            .base_url
+            .as_deref()
+            .map(url::Url::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("warehouse.base_url: {e}"))?;
+        Ok(SnowflakeWarehouse {
+            login: Login {
+                account: cfg.account.clone().unwrap_or_default(),
+                user: cfg.user.clone().unwrap_or_default(),
+                credentials: cfg.credentials()?,
+                role: cfg.role.clone(),
+                warehouse: cfg.warehouse.clone(),
+                database: cfg.database.clone(),
+                schema: cfg.schema.clone(),
+                base_url,
+                timeout: cfg.query_timeout,
+            },
+            api: Mutex::new(None),
+        })
+    }
+
+    fn build_api(&self) -> Result<SnowflakeApi> {
+        let l = &self.login;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10).min(l.timeout))
+            .timeout(l.timeout)
+            .gzip(true)
+            .build()
+            .map_err(|e| WarehouseError::Permanent(format!("HTTP client: {e}")))?;
+        let mut client = reqwest_middleware::ClientBuilder::new(http);
+        if let Some(base) = &l.base_url {
+            client = client.with(BaseUrl(base.clone()));
+        }
+        let auth_type = match &l.credentials {
+            Credentials::Password(p) => AuthType::Password(PasswordArgs {
+                password: p.expose().to_string(),
+            }),
+            Credentials::PrivateKeyPem(k) => AuthType::Certificate(CertificateArgs {
+                private_key_pem: k.expose().to_string(),
+            }),
+        };
+        let auth = AuthArgs {
+            account_identifier: l.account.clone(),
+            warehouse: l.warehouse.clone(),
+            database: l.database.clone(),
+            schema: l.schema.clone(),
+            username: l.user.clone(),
+            role: l.role.clone(),
+            auth_type,
+        };
+        let client: ClientWithMiddleware = client.build();
+        SnowflakeApiBuilder::new(auth)
+            .with_client(client)
+            .build()
+            .map_err(classify)
+    }
+
+    async fn api(&self) -> Result<Arc<SnowflakeApi>> {
+        let mut guard = self.api.lock().await;
+        if let Some(api) = guard.as_ref() {
+            return Ok(api.clone());
+        }
+        let api = Arc::new(self.build_api()?);
+        *guard = Some(api.clone());
+        Ok(api)
+    }
+
+    /// Runs one statement with a timeout; after a transient failure the
+    /// session is dropped so the next statement logs in again.
+    pub async fn exec(&self, sql: &str) -> Result<QueryResult> {
+        let api = self.api().await?;
+        let timeout = self.login.timeout;
+        let outcome = match tokio::time::timeout(timeout, api.exec(sql)).await {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) => classify(e),
+            Err(_) => WarehouseError::Transient(format!(
+                "Snowflake did not answer within warehouse.query_timeout ({})",
+                humantime::format_duration(timeout)
+            )),
+        };
+        if outcome.is_retryable() {
+            let mut guard = self.api.lock().await;
+            if guard.as_ref().is_some_and(|a| Arc::ptr_eq(a, &api)) {
+                *guard = None;
+            }
+        }
+        Err(outcome)
+    }
+
+    async fn describe_exact(&self, table: &TableRef) -> Result<Option<Vec<Column>>> {
+        let result = match self
+            .exec(&format!("DESCRIBE TABLE {}", sql::table(table)))
+            .await
+        {
+            Ok(r) => r,
+            Err(WarehouseError::Permanent(m)) if is_missing_object(&m) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let rows = text_rows(result)?;
+        Ok(Some(
+            rows.into_iter()
+                .filter_map(|r| {
+                    let mut it = r.into_iter();
+                    Some(Column {
+                        name: it.next()??,
+                        data_type: it.next()??,
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn query_sql(&self, q: &super::WindowQuery, after: Option<&(Nanos, String)>) -> String {
+        let zoned = is_zoned(&q.timestamp_type);
+        let e = sql::ident(&q.entity_column);
+        let ts = sql::ident(&q.timestamp_column);
+        let mut cols = vec![e.clone(), ts.clone()];
+        cols.extend(q.field_columns.iter().map(|c| sql::ident(c)));
+        let mut text = format!(
+            "SELECT {} FROM {} WHERE {e} IS NOT NULL AND {ts} IS NOT NULL",
+            cols.join(", "),
+            sql::table(&q.table)
+        );
+        if let Some(since) = q.since {
+            text += &format!(" AND {ts} > {}", sql::timestamp_literal(since, zoned));
+        }
+        if let Some((at, entity)) = after {
+            let lit = sql::timestamp_literal(*at, zoned);
+            text += &format!(
+                " AND ({ts} > {lit} OR ({ts} = {lit} AND {e} > {}))",
+                sql::string_literal(entity)
+            );
+        }
+        text += &format!(" ORDER BY {ts}, {e} LIMIT {}", q.page_rows);
+        text
+    }
+
+    async fn read_page(
+        &self,
+        q: &super::WindowQuery,
+        after: Option<&(Nanos, String)>,
+    ) -> Result<(Page, Option<(Nanos, String)>)> {
+        let batches = match self.exec(&self.query_sql(q, after)).await? {
+            QueryResult::Arrow(b) => b,
+            QueryResult::Empty => Vec::new(),
+            QueryResult::Json(j) => {
+                return Err(WarehouseError::Transient(format!(
+                    "expected Arrow rows, got JSON: {}",
+                    truncate(&j.to_string(), 200)
+                )))
+            }
+        };
+        let last = page_max_key(&batches, q)?;
+        Ok((Page { batches }, last))
+    }
+}
+
+/// The greatest `(timestamp, entity)` of a page, scanning all its rows
+/// (never trusting the order of result chunks).
+fn page_max_key(
+    batches: &[RecordBatch],
+    q: &super::WindowQuery,
+) -> Result<Option<(Nanos, String)>> {
+    let permanent = |e: decode::ColumnError| WarehouseError::Permanent(e.to_string());
+    let mut decoded = Vec::with_capacity(batches.len());
+    for b in batches {
+        let schema = b.schema();
+        let ts = decode::timestamps(&q.timestamp_column, b.column(1), schema.field(1))
+            .map_err(permanent)?;
+        let ents =
+            decode::entities(&q.entity_column, b.column(0), schema.field(0)).map_err(permanent)?;
+        decoded.push((ts, ents));
+    }
+    let mut best: Option<(Nanos, &str)> = None;
+    for (ts, ents) in &decoded {
+        for (i, t) in ts.iter().enumerate() {
+            if let (Ok(Some(t)), Some(e)) = (*t, ents.get(i)) {
+                if best.is_none_or(|b| (t, e) > b) {
+                    best = Some((t, e));
+                }
+            }
+        }
+    }
+    Ok(best.map(|(t, e)| (t, e.to_string())))
+}
+
+#[async_trait]
+impl Warehouse for SnowflakeWarehouse {
+    async fn describe(&self, table: &TableRef) -> Result<Vec<Column>> {
+        if let Some(cols) = self.describe_exact(table).await? {
+            return Ok(cols);
+        }
+        // Unquoted identifiers in Snowflake mean their upper-case form.
+        let upper = TableRef {
+            database: table.database.as_deref().map(unquoted_form),
+            schema: table.schema.as_deref().map(unquoted_form),
+            table: unquoted_form(&table.table),
+        };
+        if upper != *table {
+            if let Some(cols) = self.describe_exact(&upper).await? {
+                return Ok(cols);
+            }
+        }
+        Err(WarehouseError::Permanent(format!(
+            "table {table} does not exist or is not visible to the configured role"
+        )))
+    }
+
+    async fn now(&self) -> Result<Nanos> {
+        let r = self.exec("SELECT CURRENT_TIMESTAMP() AS NOW_UTC").await?;
+        if let QueryResult::Arrow(batches) = &r {
+            if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
+                let schema = b.schema();
+                let ts = decode::timestamps("CURRENT_TIMESTAMP()", b.column(0), schema.field(0))
+                    .map_err(|e| WarehouseError::Transient(e.to_string()))?;
+                if let Some(Ok(Some(t))) = ts.first() {
+                    return Ok(*t);
+                }
+            }
+        }
+        Err(WarehouseError::Transient(
+            "SELECT CURRENT_TIMESTAMP() returned no time".into(),
+        ))
+    }
+
+    async fn null_key_rows(&self, q: &super::WindowQuery) -> Result<NullKeyRows> {
+        let e = sql::ident(&q.entity_column);
+        let ts = sql::ident(&q.timestamp_column);
+        let in_window = match q.since {
+            Some(s) => format!(
+                "{ts} > {}",
+                sql::timestamp_literal(s, is_zoned(&q.timestamp_type))
+            ),
+            None => format!("{ts} IS NOT NULL"),
+        };
+        // NULL timestamps belong to no window; they are reported on full reads only.
+        let null_ts = if q.since.is_none() {
+            format!("COUNT_IF({ts} IS NULL)")
+        } else {
+            "0".to_string()
+        };
+        let text = format!(
+            "SELECT COUNT_IF({e} IS NULL AND {in_window}) AS NULL_ENTITY, {null_ts} AS NULL_TS FROM {}",
+            sql::table(&q.table)
+        );
+        let rows = text_rows(self.exec(&text).await?)?;
+        let num = |i: usize| -> u64 {
+            rows.first()
+                .and_then(|r| r.get(i).cloned().flatten())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(NullKeyRows {
+            null_entity: num(0),
+            null_timestamp: num(1),
+        })
+    }
+
+    fn pages<'a>(&'a self, q: &'a super::WindowQuery) -> BoxStream<'a, Result<Page>> {
+        // State: the keyset cursor, and whether the previous page was the last.
+        let init: (Option<(Nanos, String)>, bool) = (None, false);
+        stream::try_unfold(init, move |(after, done)| async move {
+            if done {
+                return Ok(None);
+            }
+            let (page, last) = self.read_page(q, after.as_ref()).await?;
+            let n = page.num_rows();
+            if n == 0 {
+                return Ok(None);
+            }
+            if last.is_none() && n >= q.page_rows {
+                // A full page of rows whose time cannot be represented: no cursor to go on from.
+                return Err(WarehouseError::Permanent(format!(
+                    "column {}: a full page of timestamps outside 1677..2262 cannot be paged past",
+                    q.timestamp_column
+                )));
+            }
+            let finished = n < q.page_rows || last.is_none();
+            Ok(Some((page, (last, finished))))
+        })
+        .boxed()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.exec("SELECT 1").await.map(|_| ())
+    }
+}
+
+fn is_zoned(snowflake_type: &str) -> bool {
+    let t = snowflake_type.to_ascii_uppercase();
+    t.starts_with("TIMESTAMP_TZ") || t.starts_with("TIMESTAMP_LTZ")
+}
+
+/// How Snowflake stores an unquoted identifier: upper-cased. Names that are not
+/// valid unquoted identifiers keep their exact form.
+fn unquoted_form(name: &str) -> String {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+    if valid {
+        name.to_ascii_uppercase()
+    } else {
+        name.to_string()
+    }
+}
+
+fn is_missing_object(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("does not exist") || m.contains("002003")
+}
+
+/// Sorts the crate's errors into retryable and permanent.
+fn classify(e: SnowflakeApiError) -> WarehouseError {
+    use SnowflakeApiError as E;
+    match e {
+        E::ApiError(code, message) => {
+            let text = format!("Snowflake error {code}: {message}");
+            match code.as_str() {
+                // Session or token expired / gone, or the service is busy: a new session helps.
+                "390111" | "390112" | "390114" | "390115" | "000605" | "000625" => {
+                    WarehouseError::Transient(text)
+                }
+                _ => WarehouseError::Permanent(text),
+            }
+        }
+        E::AuthError(a) => {
+            let text = a.to_string();
+            if text.starts_with("Failed to authenticate") {
+                WarehouseError::Permanent(format!("Snowflake login refused: {text}"))
+            } else {
+                WarehouseError::Transient(format!("Snowflake login: {text}"))
+            }
+        }
+        E::RequestError(r) => WarehouseError::Transient(format!(
+            "Snowflake request failed: {}{}",
+            r,
+            if r.to_string().contains("expected value") || r.to_string().contains("missing field") {
+                " (an unreadable reply; queries running longer than ~45s return one, \
+                 consider a smaller sync.page_rows)"
+            } else {
+                ""
+            }
+        )),
+        other => WarehouseError::Transient(format!("Snowflake: {other}")),
+    }
+}
+
+/// The cells of a small result set as text (for DESCRIBE and COUNT results).
+fn text_rows(result: QueryResult) -> Result<Vec<Vec<Option<String>>>> {
+    match result {
+        QueryResult::Empty => Ok(Vec::new()),
+        QueryResult::Json(j) => Ok(j
+            .value
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        r.as_array()
+                            .map(|cells| {
+                                cells
+                                    .iter()
+                                    .map(|c| match c {
+                                        serde_json::Value::Null => None,
+                                        serde_json::Value::String(s) => Some(s.clone()),
+                                        v => Some(v.to_string()),
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()),
+        QueryResult::Arrow(batches) => {
+            let mut rows = Vec::new();
+            for b in &batches {
+                let cols: Vec<&ArrayRef> = b.columns().iter().collect();
+                for i in 0..b.num_rows() {
+                    rows.push(
+                        cols.iter()
+                            .map(|c| {
+                                if c.is_null(i) {
+                                    None
+                                } else if let Some(s) = c.as_string_opt::<i32>() {
+                                    Some(s.value(i).to_string())
+                                } else {
+                                    Some(decode::cell_text(c, i))
+                                }
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Ok(rows)
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.to_string()
+    } else {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unquoted_identifiers_resolve_upper_case() {
+        assert_eq!(unquoted_form("domain_userid"), "DOMAIN_USERID");
+        assert_eq!(unquoted_form("my table"), "my table");
+        assert_eq!(unquoted_form("1abc"), "1abc");
+    }
+
+    #[test]
+    fn api_errors_split_into_retryable_and_permanent() {
+        let missing = classify(SnowflakeApiError::ApiError(
+            "002003".into(),
+            "Object 'X' does not exist".into(),
+        ));
+        assert!(!missing.is_retryable());
+        let expired = classify(SnowflakeApiError::ApiError(
+            "390114".into(),
+            "Authentication token has expired".into(),
+        ));
+        assert!(expired.is_retryable());
+    }
+}

@@ -1,0 +1,781 @@
+//! Integration-test support, included by each test binary with `mod support;`.
+//!
+//! Provides:
+//! - [`RedisServer`]: a throwaway `redis-server` on a free loopback port (no
+//!   persistence), killed on drop; `stop`/`restart`/`pause`/`resume` for
+//!   failure tests.
+//! - [`SnowflakeServer`]: `tests/support/snowflake_server.py` (fakesnow behind a
+//!   compatibility layer for `snowflake-api` 0.14) in its own process, killed on
+//!   drop; [`SnowflakeServer::shared`] gives one per test binary. SQL helpers
+//!   (`exec_sql`, `exec_many`, `exec_in`) run through `snowflake-api` with
+//!   [`RewriteBaseUrl`], the middleware that points the crate at a base URL.
+//! - [`result_rows`] renders a `QueryResult` as strings for assertions;
+//!   [`test_private_key_pem`] a PKCS#8 RSA key for key-pair logins; and
+//!   `materializer_bin`, `free_port`, `project_root`, `scratch_dir`,
+//!   `unique_name`, `wait_for`.
+//!
+//! Assumes: `redis-server` on PATH (`scripts/ensure-deps.sh` installs it);
+//! Python 3.11 for `scripts/python-env.sh fakesnow`; `openssl` on PATH for the
+//! key-pair key. The fakesnow database is in memory and shared by every session
+//! of one server, so tests isolate themselves with their own database names
+//! ([`unique_name`]). Logs of spawned servers go under `CARGO_TARGET_TMPDIR`.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt64Type,
+};
+use arrow_array::Array;
+use arrow_schema::DataType;
+use snowflake_api::{
+    AuthArgs, AuthType, CertificateArgs, PasswordArgs, QueryResult, SnowflakeApi,
+    SnowflakeApiBuilder,
+};
+
+/// Database the `exec_sql`/`exec_many` sessions log into (fakesnow creates it
+/// on login). A current database matters on fakesnow: without one, casts such
+/// as `'2024-01-01'::TIMESTAMP_NTZ` fail (its helper macros live per database).
+pub const HARNESS_DATABASE: &str = "HARNESS";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The crate root (`CARGO_MANIFEST_DIR`).
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `materializer` binary built for this test run.
+pub fn materializer_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_materializer"))
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A fresh, empty directory under `CARGO_TARGET_TMPDIR`, unique to this call.
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{prefix}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// An upper-case identifier unique within this test process, e.g. `SMOKE_4242_7`.
+pub fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}_{}_{n}", prefix.to_uppercase(), std::process::id())
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub async fn wait_for<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+// ---------------------------------------------------------------------------
+// Redis
+
+/// A `redis-server` child process on `127.0.0.1:port`, without persistence.
+/// Killed (and its directory removed) on drop.
+pub struct RedisServer {
+    pub port: u16,
+    /// `redis://127.0.0.1:{port}/`
+    pub url: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn redis_server_bin() -> PathBuf {
+    find_on_path("redis-server").unwrap_or_else(|| {
+        panic!("redis-server not found on PATH: run scripts/ensure-deps.sh to install it")
+    })
+}
+
+/// True when `port` answers `INFO server` with our process id (so a stranger
+/// that grabbed the port is not mistaken for ours).
+fn redis_answers(port: u16, pid: u32) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"INFO server\r\n").is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let want = format!("process_id:{pid}\r\n");
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if text.contains(&want) {
+            return true;
+        }
+        if text.contains("process_id:") && text.contains("\r\n\r\n") {
+            return false;
+        }
+    }
+    false
+}
+
+fn spawn_redis(port: u16, dir: &Path) -> Result<Child, String> {
+    let log = dir.join("redis.log");
+    let mut child = Command::new(redis_server_bin())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn redis-server: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "redis-server on port {port} exited with {status}:\n{}",
+                log_tail(&log)
+            ));
+        }
+        if redis_answers(port, child.id()) {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_and_reap(&mut child);
+    Err(format!(
+        "redis-server on port {port} did not answer within 10s:\n{}",
+        log_tail(&log)
+    ))
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers.
+    pub fn start() -> Self {
+        let dir = scratch_dir("redis");
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match spawn_redis(port, &dir) {
+                Ok(child) => {
+                    return Self {
+                        port,
+                        url: format!("redis://127.0.0.1:{port}/"),
+                        dir,
+                        child: Some(child),
+                    }
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("could not start redis-server: {last_err}");
+    }
+
+    /// A client for this server (connects lazily).
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url.as_str()).expect("valid redis url")
+    }
+
+    /// An async multiplexed connection; panics if the server does not answer.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url))
+    }
+
+    /// Kills the server (SIGKILL: no shutdown work, like a crash). Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+
+    /// Kills the server if running and starts a new, empty one on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut last_err = String::new();
+        for _ in 0..20 {
+            match spawn_redis(self.port, &self.dir) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(e) => last_err = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("could not restart redis-server: {last_err}");
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Freezes the server (SIGSTOP): connections hang instead of failing.
+    pub fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("redis-server is not running")
+            .id()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("redis.log")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+            kill_and_reap(&mut child);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Snowflake protocol server
+
+/// `reqwest_middleware` middleware that sends every request to `base` (scheme,
+/// host and port replaced; path and query kept). `snowflake-api` always builds
+/// `https://{account}.snowflakecomputing.com/...` URLs.
+pub struct RewriteBaseUrl {
+    base: url::Url,
+}
+
+impl RewriteBaseUrl {
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            base: url::Url::parse(base_url).expect("valid base url"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for RewriteBaseUrl {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let url = req.url_mut();
+        // http <-> https is allowed by `url`; host and port are always settable here
+        let _ = url.set_scheme(self.base.scheme());
+        let _ = url.set_host(self.base.host_str());
+        let _ = url.set_port(self.base.port_or_known_default());
+        next.run(req, extensions).await
+    }
+}
+
+/// A client for `SnowflakeApiBuilder::with_client` that talks to `base_url`.
+pub fn http_client(base_url: &str) -> reqwest_middleware::ClientWithMiddleware {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("build reqwest client");
+    reqwest_middleware::ClientBuilder::new(client)
+        .with(RewriteBaseUrl::new(base_url))
+        .build()
+}
+
+/// The python of the fakesnow venv (created once by `scripts/python-env.sh`).
+pub fn fakesnow_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let out = Command::new("bash")
+                .arg(project_root().join("scripts/python-env.sh"))
+                .arg("fakesnow")
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run scripts/python-env.sh fakesnow");
+            assert!(
+                out.status.success(),
+                "scripts/python-env.sh fakesnow failed ({})",
+                out.status
+            );
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
+}
+
+struct SfProcess {
+    child: Child,
+    // Held open for the life of the process: the server exits when it closes.
+    _stdin: ChildStdin,
+}
+
+fn spawn_snowflake(port: u16, log_path: &Path) -> Result<(SfProcess, u16), String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|e| format!("open {}: {e}", log_path.display()))?;
+    let mut child = Command::new(fakesnow_python())
+        .arg(project_root().join("tests/support/snowflake_server.py"))
+        .args(["--port", &port.to_string(), "--exit-on-stdin-close"])
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("spawn snowflake_server.py: {e}"))?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let res = reader.read_line(&mut line).map(|_| line);
+        let _ = tx.send(res);
+        // keep draining so the server never blocks on a full pipe
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let outcome = rx.recv_timeout(Duration::from_secs(90));
+    let ready_port = match &outcome {
+        Ok(Ok(line)) => line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse::<u16>().ok()),
+        _ => None,
+    };
+    match ready_port {
+        Some(p) => Ok((
+            SfProcess {
+                child,
+                _stdin: stdin,
+            },
+            p,
+        )),
+        None => {
+            kill_and_reap(&mut child);
+            Err(format!(
+                "snowflake_server.py did not print READY ({outcome:?}); log {}:\n{}",
+                log_path.display(),
+                log_tail(log_path)
+            ))
+        }
+    }
+}
+
+/// `tests/support/snowflake_server.py` in its own process on `127.0.0.1:port`.
+/// Killed on drop; also exits by itself when this test process exits (its stdin
+/// closes), which is what cleans up [`SnowflakeServer::shared`].
+pub struct SnowflakeServer {
+    pub port: u16,
+    /// `http://127.0.0.1:{port}`: the base URL for the daemon's Snowflake config.
+    pub base_url: String,
+    process: Mutex<Option<SfProcess>>,
+    log_path: PathBuf,
+}
+
+impl SnowflakeServer {
+    /// Starts a server of its own on a free port (about 1-2 s; the first run on
+    /// a machine also builds the venv).
+    pub fn start() -> Self {
+        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "snowflake-server-{}-{}.log",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (process, port) = spawn_snowflake(0, &log_path).unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            port,
+            base_url: format!("http://127.0.0.1:{port}"),
+            process: Mutex::new(Some(process)),
+            log_path,
+        }
+    }
+
+    /// One server per test binary, started on first use.
+    pub fn shared() -> &'static SnowflakeServer {
+        static SHARED: OnceLock<SnowflakeServer> = OnceLock::new();
+        SHARED.get_or_init(SnowflakeServer::start)
+    }
+
+    /// Kills the server (all data and sessions are lost). Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.lock().unwrap().take() {
+            kill_and_reap(&mut p.child);
+        }
+    }
+
+    /// Kills the server if running and starts an empty one on the same port.
+    /// Existing `SnowflakeApi` sessions then fail with code 390104.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut last_err = String::new();
+        for _ in 0..10 {
+            match spawn_snowflake(self.port, &self.log_path) {
+                Ok((process, _)) => {
+                    *self.process.lock().unwrap() = Some(process);
+                    return;
+                }
+                Err(e) => last_err = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("could not restart snowflake_server.py: {last_err}");
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.lock().unwrap().as_ref().map(|p| p.child.id())
+    }
+
+    /// The server's stderr (fakesnow errors, unhandled SQL).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    fn build_api(
+        &self,
+        auth_type: AuthType,
+        database: Option<&str>,
+        schema: Option<&str>,
+    ) -> SnowflakeApi {
+        SnowflakeApiBuilder::new(AuthArgs {
+            account_identifier: "fakesnow-test".into(),
+            warehouse: None,
+            database: database.map(str::to_string),
+            schema: schema.map(str::to_string),
+            username: "tester".into(),
+            role: None,
+            auth_type,
+        })
+        .with_client(http_client(&self.base_url))
+        .build()
+        .expect("build SnowflakeApi")
+    }
+
+    /// A password-auth client; it logs in on its first query. fakesnow creates
+    /// `database`/`schema` at login when they do not exist (names are
+    /// upper-cased by the crate).
+    pub fn api(&self, database: Option<&str>, schema: Option<&str>) -> SnowflakeApi {
+        self.build_api(
+            AuthType::Password(PasswordArgs {
+                password: "test-password".into(),
+            }),
+            database,
+            schema,
+        )
+    }
+
+    /// A key-pair (JWT) client using [`test_private_key_pem`].
+    pub fn api_with_key_pair(&self, database: Option<&str>, schema: Option<&str>) -> SnowflakeApi {
+        self.build_api(
+            AuthType::Certificate(CertificateArgs {
+                private_key_pem: test_private_key_pem(),
+            }),
+            database,
+            schema,
+        )
+    }
+
+    /// Runs one statement in a fresh session on [`HARNESS_DATABASE`]; panics
+    /// with the SQL and the error on failure.
+    pub async fn exec_sql(&self, sql: &str) -> QueryResult {
+        self.exec_many(&[sql]).await.pop().expect("one result")
+    }
+
+    /// Runs statements in order in one fresh session on [`HARNESS_DATABASE`].
+    pub async fn exec_many(&self, sqls: &[&str]) -> Vec<QueryResult> {
+        self.run(&self.api(Some(HARNESS_DATABASE), None), sqls)
+            .await
+    }
+
+    /// Runs statements in order in one fresh session logged into
+    /// `database`.`schema` (both created if missing), so unqualified table
+    /// names resolve there.
+    pub async fn exec_in(&self, database: &str, schema: &str, sqls: &[&str]) -> Vec<QueryResult> {
+        self.run(&self.api(Some(database), Some(schema)), sqls)
+            .await
+    }
+
+    async fn run(&self, api: &SnowflakeApi, sqls: &[&str]) -> Vec<QueryResult> {
+        let mut out = Vec::with_capacity(sqls.len());
+        for sql in sqls {
+            match api.exec(sql).await {
+                Ok(r) => out.push(r),
+                Err(e) => panic!(
+                    "SQL failed: {sql}\nerror: {e}\nserver log {}:\n{}",
+                    self.log_path.display(),
+                    log_tail(&self.log_path)
+                ),
+            }
+        }
+        out
+    }
+}
+
+impl Drop for SnowflakeServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Path of a PEM PKCS#8 RSA private key (generated once with `openssl`) for
+/// key-pair logins; fakesnow accepts any key.
+pub fn test_private_key_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-rsa-key.pem");
+        if !path.is_file() {
+            // write to a private name, then rename: parallel test binaries race here
+            let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+            let status = Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                ])
+                .arg(&tmp)
+                .stderr(Stdio::null())
+                .status()
+                .expect("run openssl (needed for the key-pair test key)");
+            assert!(status.success(), "openssl genpkey failed");
+            std::fs::rename(&tmp, &path).expect("rename key file");
+        }
+        path
+    })
+    .clone()
+}
+
+/// The PEM text of [`test_private_key_path`].
+pub fn test_private_key_pem() -> String {
+    std::fs::read_to_string(test_private_key_path()).expect("read test key")
+}
+
+// ---------------------------------------------------------------------------
+// Rendering results for assertions
+
+/// Rows of a result as strings (`None` for NULL): an `Empty` result is no rows;
+/// JSON results (DML) keep the server's strings. Arrow cells render as: text
+/// as is; integers and floats with `to_string`; decimals with their scale
+/// (`12.30`); booleans `true`/`false`; binary as lower-case hex; DATE
+/// `2024-01-02`; TIMESTAMP_NTZ structs `2024-01-01 00:00:00.123456000`;
+/// TIMESTAMP_TZ/LTZ structs as wall time plus offset
+/// `2024-01-01 00:00:00.000000000 +00:00`. Batches are concatenated in order.
+pub fn result_rows(result: &QueryResult) -> Vec<Vec<Option<String>>> {
+    match result {
+        QueryResult::Empty => Vec::new(),
+        QueryResult::Json(j) => j
+            .value
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        row.as_array()
+                            .map(|cells| cells.iter().map(json_cell).collect())
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        QueryResult::Arrow(batches) => {
+            let mut rows = Vec::new();
+            for batch in batches {
+                for row in 0..batch.num_rows() {
+                    rows.push(
+                        batch
+                            .columns()
+                            .iter()
+                            .map(|col| render_cell(col.as_ref(), row))
+                            .collect(),
+                    );
+                }
+            }
+            rows
+        }
+    }
+}
+
+/// Column names of an Arrow result (empty for `Empty`/JSON results).
+pub fn result_columns(result: &QueryResult) -> Vec<String> {
+    match result {
+        QueryResult::Arrow(batches) => batches
+            .first()
+            .map(|b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn json_cell(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn format_decimal(v: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return (v * 10i128.pow(u32::from(scale.unsigned_abs()))).to_string();
+    }
+    let pow = 10i128.pow(u32::from(scale.unsigned_abs()));
+    let sign = if v < 0 { "-" } else { "" };
+    let abs = v.unsigned_abs();
+    let pow = pow.unsigned_abs();
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / pow,
+        abs % pow,
+        width = scale.unsigned_abs() as usize
+    )
+}
+
+fn render_timestamp(col: &arrow_array::StructArray, row: usize) -> String {
+    let child = |name: &str| col.column_by_name(name);
+    let epoch = child("epoch")
+        .map(|c| c.as_primitive::<Int64Type>().value(row))
+        .unwrap_or_default();
+    let fraction = child("fraction")
+        .map(|c| c.as_primitive::<Int32Type>().value(row))
+        .unwrap_or_default();
+    let tz = child("timezone").map(|c| c.as_primitive::<Int32Type>().value(row));
+    let offset_secs = tz.map_or(0, |t| i64::from(t - 1440) * 60);
+    let wall = chrono::DateTime::from_timestamp(epoch + offset_secs, fraction.max(0) as u32)
+        .map(|d| d.naive_utc().format("%Y-%m-%d %H:%M:%S%.9f").to_string())
+        .unwrap_or_else(|| format!("<epoch {epoch} fraction {fraction}>"));
+    match tz {
+        None => wall,
+        Some(t) => {
+            let m = t - 1440;
+            let sign = if m < 0 { '-' } else { '+' };
+            format!("{wall} {sign}{:02}:{:02}", m.abs() / 60, m.abs() % 60)
+        }
+    }
+}
+
+fn render_cell(col: &dyn Array, row: usize) -> Option<String> {
+    if col.is_null(row) {
+        return None;
+    }
+    Some(match col.data_type() {
+        DataType::Utf8 => col.as_string::<i32>().value(row).to_string(),
+        DataType::LargeUtf8 => col.as_string::<i64>().value(row).to_string(),
+        DataType::Int8 => col.as_primitive::<Int8Type>().value(row).to_string(),
+        DataType::Int16 => col.as_primitive::<Int16Type>().value(row).to_string(),
+        DataType::Int32 => col.as_primitive::<Int32Type>().value(row).to_string(),
+        DataType::Int64 => col.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::UInt64 => col.as_primitive::<UInt64Type>().value(row).to_string(),
+        DataType::Float32 => col.as_primitive::<Float32Type>().value(row).to_string(),
+        DataType::Float64 => col.as_primitive::<Float64Type>().value(row).to_string(),
+        DataType::Boolean => col.as_boolean().value(row).to_string(),
+        DataType::Decimal128(_, scale) => format_decimal(
+            col.as_primitive::<arrow_array::types::Decimal128Type>()
+                .value(row),
+            *scale,
+        ),
+        DataType::Date32 => {
+            let days = col
+                .as_primitive::<arrow_array::types::Date32Type>()
+                .value(row);
+            chrono::NaiveDate::from_num_days_from_ce_opt(719_163 + days)
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| format!("<date {days}>"))
+        }
+        DataType::Binary => col
+            .as_binary::<i32>()
+            .value(row)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        DataType::Struct(_) => {
+            let s = col.as_struct();
+            if s.column_by_name("epoch").is_some() {
+                render_timestamp(s, row)
+            } else {
+                format!("<struct {:?}>", s.fields())
+            }
+        }
+        other => format!("<unrendered {other:?}>"),
+    })
+}

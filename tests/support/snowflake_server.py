@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""A Snowflake-protocol test server for materializer's integration tests.
+
+Provides: one process serving fakesnow (DuckDB-backed Snowflake emulator,
+pinned in requirements-fakesnow.txt) on 127.0.0.1:PORT, wrapped in a small
+compatibility layer so the Rust crate `snowflake-api` 0.14 accepts its replies:
+
+  * login replies gain `sessionId`, `masterToken`, `validityInSeconds`,
+    `masterValidityInSeconds`, `sessionInfo.roleName/warehouseName`;
+  * query replies gain `returned`, `finalRoleName`, `finalWarehouseName`,
+    `version`, `parameters`; error replies gain a full `data` object
+    (`age`, `errorCode`, `internalError`, `queryId`, `sqlState`);
+  * Arrow results are rewritten so a NULL TIMESTAMP is null at the struct level
+    (fakesnow leaves the struct valid with a null `epoch` child, which arrow-rs
+    rejects as "unmasked nulls for non-nullable StructArray field");
+  * `POST /session/token-request` (session renewal, absent from fakesnow) is
+    answered by handing back the same session token;
+  * statements of one session are queued: fakesnow's per-session DuckDB cursor
+    refuses concurrent statements, Snowflake runs them.
+
+The layer is an ASGI middleware around fakesnow's own Starlette app, so there
+is a single uvicorn listener and no second hop. Credentials are ignored
+(password and key-pair/JWT logins both succeed). One in-memory database is
+shared by all sessions; nothing survives a restart.
+
+Usage: snowflake_server.py [--port P] [--host H] [--exit-on-stdin-close]
+P=0 (default) picks a free port. Prints exactly one line `READY <port>` on
+stdout once the server answers HTTP; all logging goes to stderr. Exits 0 on
+SIGTERM/SIGINT, and (with --exit-on-stdin-close) when stdin reaches EOF, so a
+parent that dies without cleaning up does not leave the server running.
+
+Assumes: Python 3.11 with fakesnow[server]==0.12.1, pyarrow, uvicorn, starlette.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gzip
+import http.client
+import itertools
+import json
+import logging
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from typing import Any
+from urllib.parse import parse_qs
+
+LOGIN_PATH = "/session/v1/login-request"
+QUERY_PATH = "/queries/v1/query-request"
+TOKEN_PATH = "/session/token-request"
+
+# Column types snowflake-api 0.14 can deserialize in `rowtype[].type`.
+KNOWN_SF_TYPES = {
+    "fixed",
+    "real",
+    "text",
+    "date",
+    "variant",
+    "timestamp_ltz",
+    "timestamp_ntz",
+    "timestamp_tz",
+    "object",
+    "binary",
+    "time",
+    "boolean",
+    "array",
+}
+
+log = logging.getLogger("snowflake_server")
+_session_ids = itertools.count(1)
+
+
+def fix_arrow_rowset(b64: str) -> str:
+    """Mark timestamp structs null where their `epoch` child is null.
+
+    fakesnow builds TIMESTAMP_* columns as Struct{epoch, fraction[, timezone]}
+    without a validity buffer; arrow-rs refuses a non-nullable child holding
+    nulls under a valid parent. Returns the input unchanged when nothing needs
+    fixing.
+    """
+    if not b64:
+        return b64
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    reader = pa.ipc.open_stream(base64.b64decode(b64))
+    schema = reader.schema
+    batches = list(reader)
+    changed = False
+    fixed_batches = []
+    for batch in batches:
+        columns = []
+        for i, field in enumerate(schema):
+            col = batch.column(i)
+            if pa.types.is_struct(field.type) and field.type.get_field_index("epoch") >= 0:
+                epoch = col.field("epoch")
+                if epoch.null_count > 0:
+                    # struct null wherever it already was null or epoch is null
+                    mask = epoch.is_null()
+                    if col.null_count > 0:
+                        mask = pc.or_(mask, col.is_null())
+                    children = [col.field(j) for j in range(field.type.num_fields)]
+                    col = pa.StructArray.from_arrays(
+                        children, fields=list(field.type), mask=mask
+                    )
+                    changed = True
+            columns.append(col)
+        fixed_batches.append(pa.RecordBatch.from_arrays(columns, schema=schema))
+    if not changed:
+        return b64
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for batch in fixed_batches:
+            writer.write_batch(batch)
+    return base64.b64encode(sink.getvalue().to_pybytes()).decode("ascii")
+
+
+def error_data(obj: dict[str, Any], status: int) -> dict[str, Any]:
+    data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+    code = data.get("errorCode") or obj.get("code") or "000000"
+    data.setdefault("errorCode", str(code))
+    if data.get("sqlState") is None:
+        data["sqlState"] = ""
+    data.setdefault("age", 0)
+    data.setdefault("internalError", status >= 500)
+    if data.get("queryId") is None:
+        data["queryId"] = ""
+    obj["code"] = str(obj.get("code") or code)
+    if obj.get("message") is None:
+        obj["message"] = ""
+    return data
+
+
+def patch_login(obj: dict[str, Any], query: dict[str, list[str]], args: argparse.Namespace) -> None:
+    data = obj.get("data")
+    if not obj.get("success") or not isinstance(data, dict):
+        return
+    data.setdefault("sessionId", next(_session_ids))
+    data.setdefault("masterToken", "master-" + str(data.get("token", "")))
+    data.setdefault("validityInSeconds", args.session_validity)
+    data.setdefault("masterValidityInSeconds", args.master_validity)
+    data.setdefault("parameters", [])
+    info = data.setdefault("sessionInfo", {})
+    info.setdefault("roleName", (query.get("roleName") or ["SYSADMIN"])[0])
+    info.setdefault("warehouseName", (query.get("warehouse") or ["FAKESNOW_WH"])[0])
+
+
+def patch_query(obj: dict[str, Any], status: int) -> None:
+    if not obj.get("success"):
+        obj["data"] = error_data(obj, status)
+        return
+    data = obj.get("data")
+    if not isinstance(data, dict) or "stageInfo" in data:
+        return  # PUT/GET replies have their own shape
+    total = data.get("total") or 0
+    data.setdefault("returned", total)
+    data.setdefault("finalRoleName", "SYSADMIN")
+    data.setdefault("finalWarehouseName", "FAKESNOW_WH")
+    data.setdefault("version", 1)
+    if data.get("parameters") is None:
+        data["parameters"] = []
+    for col in data.get("rowtype") or []:
+        if col.get("nullable") is None:
+            col["nullable"] = True
+        if col.get("type") not in KNOWN_SF_TYPES:
+            col["type"] = "text"
+    if data.get("queryResultFormat") == "arrow" and data.get("rowsetBase64"):
+        data["rowsetBase64"] = fix_arrow_rowset(data["rowsetBase64"])
+
+
+class CompatApp:
+    """ASGI middleware: buffers fakesnow's JSON replies and patches them."""
+
+    def __init__(self, app: Any, args: argparse.Namespace) -> None:
+        self.app = app
+        self.args = args
+        self.session_locks: dict[bytes, asyncio.Lock] = {}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # snowflake-api asks for "//session/token-request" (its path has a leading slash)
+        path = re.sub("/+", "/", scope.get("path", ""))
+        if path == TOKEN_PATH and scope.get("method") == "POST":
+            await self.renew(receive, send)
+            return
+        if path not in (LOGIN_PATH, QUERY_PATH):
+            await self.app(scope, receive, send)
+            return
+
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    await self.finish(path, query, start, bytes(body), send)
+            else:
+                await send(message)
+
+        if path == QUERY_PATH:
+            # fakesnow gives each session one DuckDB cursor, which refuses a second
+            # statement while one runs ("connection is busy"); Snowflake runs them
+            # concurrently, so queue statements of one session instead.
+            auth = dict(scope.get("headers") or []).get(b"authorization", b"")
+            lock = self.session_locks.setdefault(auth, asyncio.Lock())
+            async with lock:
+                await self.app(scope, receive, capture)
+        else:
+            await self.app(scope, receive, capture)
+
+    async def finish(self, path: str, query: dict, start: dict, body: bytes, send: Any) -> None:
+        status = start.get("status", 200)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        gzipped = any(k.lower() == b"content-encoding" and v.lower() == b"gzip" for k, v in headers)
+        try:
+            raw = gzip.decompress(body) if gzipped else body
+            obj = json.loads(raw)
+            if isinstance(obj, dict):
+                if path == LOGIN_PATH:
+                    patch_login(obj, query, self.args)
+                else:
+                    patch_query(obj, status)
+                raw = json.dumps(obj, separators=(",", ":")).encode()
+                body = gzip.compress(raw) if gzipped else raw
+        except Exception:  # leave an unparseable reply as it was
+            log.exception("could not patch reply for %s", path)
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def renew(self, receive: Any, send: Any) -> None:
+        raw = bytearray()
+        while True:
+            message = await receive()
+            raw.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        try:
+            req = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+            token = req["oldSessionToken"]
+            reply = {
+                "data": {
+                    "sessionToken": token,
+                    "validityInSecondsST": self.args.session_validity,
+                    "masterToken": "master-" + token,
+                    "validityInSecondsMT": self.args.master_validity,
+                    "sessionId": next(_session_ids),
+                },
+                "code": None,
+                "message": None,
+                "success": True,
+            }
+        except Exception as e:  # noqa: BLE001
+            reply = {"data": None, "code": "390100", "message": f"bad renew request: {e}", "success": False}
+        payload = json.dumps(reply).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+def wait_answering(port: int, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/")
+            conn.getresponse().read()
+            conn.close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--exit-on-stdin-close", action="store_true", help="exit when stdin reaches EOF")
+    parser.add_argument("--session-validity", type=int, default=4 * 3600, help="validityInSeconds in login replies")
+    parser.add_argument("--master-validity", type=int, default=24 * 3600, help="masterValidityInSeconds")
+    parser.add_argument("--verbose", action="store_true", help="log every session and failed statement")
+    args = parser.parse_args()
+
+    warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    import uvicorn
+    import fakesnow.server
+
+    logging.getLogger("fakesnow.server").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.INFO if args.verbose else logging.WARNING)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(512)
+    port = sock.getsockname()[1]
+
+    config = uvicorn.Config(
+        CompatApp(fakesnow.server.app, args),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    thread.start()
+    deadline = time.monotonic() + 60
+    while thread.is_alive() and not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started or not wait_answering(port, deadline):
+        log.error("server did not start")
+        return 1
+
+    sys.stdout.write(f"READY {port}\n")
+    sys.stdout.flush()
+
+    if args.exit_on_stdin_close:
+
+        def watch_stdin() -> None:
+            try:
+                while sys.stdin.buffer.read1(65536):
+                    pass
+            except (OSError, ValueError):
+                pass
+            stop.set()
+
+        threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
+
+    while not stop.wait(0.5):
+        if not thread.is_alive():
+            log.error("uvicorn thread died")
+            return 1
+    server.should_exit = True
+    thread.join(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
