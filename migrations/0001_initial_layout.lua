@@ -3,6 +3,7 @@
 --   {prefix}wm:{name}:{v}    string  watermark, nanoseconds since the epoch
 --   {prefix}run:{name}:{v}   string  last run record (JSON)
 --   {prefix}lease:{name}:{v} string  holder token of the view's sync lease (with expiry)
+--   {prefix}full:{name}:{v}  string  when the view last completed a whole-table read (nanoseconds)
 --   {prefix}meta             hash   layout facts; schema_version = last migration applied
 -- Idempotent: it only records the layout.
 redis.call('HSET', ARGV[1] .. 'meta', 'layout', 'views,wm,run,lease')

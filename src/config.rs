@@ -78,6 +78,11 @@ pub struct SyncConfig {
     /// is picked up after this).
     #[serde(with = "duration")]
     pub lease_ttl: Duration,
+    /// When set, a view's run re-reads the whole table (from `backfill_since`)
+    /// once this long has passed since its last full read, converging rows that
+    /// arrived later than the lookback. Newest-wins keeps it safe.
+    #[serde(with = "opt_duration")]
+    pub full_resync_every: Option<Duration>,
 }
 
 impl Default for SyncConfig {
@@ -89,6 +94,7 @@ impl Default for SyncConfig {
             backfill_since: None,
             write_batch: 200,
             lease_ttl: Duration::from_secs(60),
+            full_resync_every: None,
         }
     }
 }
@@ -363,6 +369,9 @@ impl Config {
         if self.sync.write_batch == 0 {
             bail!("sync.write_batch: must be at least 1");
         }
+        if self.sync.full_resync_every.is_some_and(|d| d.is_zero()) {
+            bail!("sync.full_resync_every: must be longer than zero (or \"off\")");
+        }
         if self.sync.lease_ttl < Duration::from_secs(2) {
             bail!("sync.lease_ttl: must be at least 2s");
         }
@@ -476,6 +485,21 @@ fn lenient_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
             .trim()
             .parse()
             .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a whole number"))),
+    }
+}
+
+/// An optional humantime duration; `"off"` or an empty string mean none.
+pub mod opt_duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || s.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        super::duration::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&s))
+            .map(Some)
     }
 }
 

@@ -2,6 +2,7 @@
 //! attribute tables in a data warehouse. See DESIGN.md for the sync contract.
 
 pub mod config;
+pub mod metrics;
 pub mod model;
 pub mod profiles;
 pub mod registry;

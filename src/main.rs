@@ -14,9 +14,10 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use materializer::config::{Config, Loaded};
+use materializer::metrics::Metrics;
 use materializer::model::View;
 use materializer::profiles::ProfileStore;
-use materializer::scheduler::Scheduler;
+use materializer::scheduler::{self, Scheduler};
 use materializer::sync::{self, format_nanos, format_skipped, RunError, Runner};
 use materializer::warehouse::{self, Warehouse};
 use materializer::{registry, telemetry};
@@ -175,6 +176,7 @@ fn runner(loaded: &Loaded, store: ProfileStore) -> Result<Runner> {
         store,
         config: loaded.config.sync.clone(),
         replica: replica_name(),
+        metrics: Arc::new(Metrics::default()),
     })
 }
 
@@ -216,10 +218,12 @@ async fn run_daemon(loaded: Loaded) -> Result<ExitCode> {
             }
         }
     };
+    let (_handle, commands) = scheduler::channel();
     let scheduler = Scheduler {
         runner: runner(&loaded, store)?,
         config: loaded.config.scheduler.clone(),
         file_views: views,
+        commands,
     };
     scheduler.run(shutdown).await?;
     tracing::info!("stopped");

@@ -34,6 +34,33 @@ struct ViewState {
     next_due: Option<Instant>,
     failures: u32,
     running: bool,
+    /// A run was asked for while one was running: start another right after.
+    rerun: bool,
+}
+
+/// What other parts of the process (the HTTP API) can ask of the scheduler.
+#[derive(Debug)]
+pub enum Command {
+    /// Re-read the registry and run this view now (or right after its current run).
+    RunNow(ViewId),
+    /// Re-read the registry now (a view was applied or deleted).
+    Refresh,
+}
+
+/// Cheap to clone; sending fails only once the scheduler has stopped.
+#[derive(Debug, Clone)]
+pub struct SchedulerHandle(mpsc::Sender<Command>);
+
+impl SchedulerHandle {
+    pub async fn send(&self, command: Command) -> bool {
+        self.0.send(command).await.is_ok()
+    }
+}
+
+/// A handle and the receiving end to put into [`Scheduler::commands`].
+pub fn channel() -> (SchedulerHandle, mpsc::Receiver<Command>) {
+    let (tx, rx) = mpsc::channel(256);
+    (SchedulerHandle(tx), rx)
 }
 
 pub struct Scheduler {
@@ -41,6 +68,7 @@ pub struct Scheduler {
     pub config: SchedulerConfig,
     /// Views from `registry.files`, re-applied if Redis loses the registry.
     pub file_views: Vec<View>,
+    pub commands: mpsc::Receiver<Command>,
 }
 
 /// Delay before retry number `failures` (1-based): doubling from `initial`,
@@ -52,7 +80,7 @@ pub fn backoff(failures: u32, initial: Duration, max: Duration, jitter: f64) -> 
 }
 
 impl Scheduler {
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_views));
         let (done_tx, mut done_rx) = mpsc::channel::<(ViewId, Result<(), RunError>)>(64);
         let mut states: HashMap<ViewId, ViewState> = HashMap::new();
@@ -147,6 +175,17 @@ impl Scheduler {
                     self.settle(states.entry(id.clone()).or_default(), views.get(&id), outcome);
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(cmd) = self.commands.recv() => {
+                    next_refresh = Instant::now();
+                    if let Command::RunNow(id) = cmd {
+                        let st = states.entry(id).or_default();
+                        if st.running {
+                            st.rerun = true;
+                        } else {
+                            st.next_due = Some(Instant::now());
+                        }
+                    }
+                }
             }
         }
 
@@ -191,7 +230,14 @@ impl Scheduler {
                 .min(interval.max(self.config.retry_initial))
             }
         };
-        st.next_due = Some(Instant::now() + delay);
+        st.next_due = Some(
+            Instant::now()
+                + if std::mem::take(&mut st.rerun) {
+                    Duration::ZERO
+                } else {
+                    delay
+                },
+        );
     }
 
     /// Re-reads the registry; restores it when Redis lost the daemon's state.

@@ -24,6 +24,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SyncConfig;
+use crate::metrics::Metrics;
 use crate::model::{FieldType, View, ViewId};
 use crate::profiles::{ProfileStore, RunRecord, Upsert, WriteSpec};
 use crate::warehouse::decode::{self, SkipReason};
@@ -170,6 +171,24 @@ pub fn next_watermark(current: Option<Nanos>, greatest_not_future: Option<Nanos>
     }
 }
 
+/// Whether this run re-reads the whole table: always when there is no
+/// watermark, and every `every` (measured from the last completed full read)
+/// when `sync.full_resync_every` is set.
+pub fn full_read_due(
+    watermark: Option<Nanos>,
+    last_full_read: Option<Nanos>,
+    every: Option<Duration>,
+    now: Nanos,
+) -> bool {
+    match (watermark, every) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(_), Some(every)) => {
+            last_full_read.is_none_or(|t| now.saturating_sub(t) >= nanos(every))
+        }
+    }
+}
+
 /// Everything a run needs besides the view.
 #[derive(Clone)]
 pub struct Runner {
@@ -178,6 +197,7 @@ pub struct Runner {
     pub config: SyncConfig,
     /// Who this process is, in lease tokens and `status` (host/pid).
     pub replica: String,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Tallies of one run.
@@ -285,6 +305,12 @@ impl Runner {
         if let Err(e) = self.store.save_run(&id, &rec).await {
             tracing::warn!(view = %id, error = %e, "could not save run record");
         }
+        let label = match &outcome {
+            Ok(()) => "ok",
+            Err(e) => e.kind(),
+        };
+        let watermark = self.store.watermark(&id).await.ok().flatten();
+        self.metrics.record_run(&id, &rec, label, watermark);
         (rec, outcome)
     }
 
@@ -341,7 +367,19 @@ impl Runner {
             .config
             .backfill_since_nanos()
             .map_err(|e| RunError::Permanent(e.to_string()))?;
-        let since = window_since(watermark, self.config.lookback, backfill);
+        let run_started = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let full_read = full_read_due(
+            watermark,
+            self.store.last_full_read(&id).await?,
+            self.config.full_resync_every,
+            run_started,
+        );
+        rec.full_read = full_read;
+        let since = if full_read {
+            window_since(None, self.config.lookback, backfill)
+        } else {
+            window_since(watermark, self.config.lookback, backfill)
+        };
         let future_limit = self
             .warehouse
             .now()
@@ -414,8 +452,12 @@ impl Runner {
                 ));
             }
         }
+        if full_read {
+            self.store.set_last_full_read(&id, run_started).await?;
+        }
         rec.watermark_after = next.map(format_nanos);
         tracing::info!(
+            full_read,
             view = %id,
             pages = tally.pages,
             rows_read = tally.rows_read,
@@ -594,6 +636,17 @@ mod tests {
             window_since(Some(w), Duration::from_secs(600), Some(95 * MIN)),
             Some(95 * MIN - 1)
         );
+    }
+
+    #[test]
+    fn full_reads_happen_first_and_then_every_interval() {
+        let h = 3_600_000_000_000i64;
+        let every = Some(Duration::from_secs(3600));
+        assert!(full_read_due(None, None, None, 0));
+        assert!(!full_read_due(Some(1), Some(0), None, 100 * h));
+        assert!(full_read_due(Some(1), None, every, 5 * h));
+        assert!(!full_read_due(Some(1), Some(5 * h), every, 5 * h + h / 2));
+        assert!(full_read_due(Some(1), Some(5 * h), every, 6 * h));
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct RunRecord {
     pub rows_stale: u64,
     /// Rows or fields skipped, by reason (`null_entity`, `overflow`, ...).
     pub skipped: BTreeMap<String, u64>,
+    /// Whether the run read the whole table (first run or `full_resync_every`).
+    #[serde(default)]
+    pub full_read: bool,
     pub watermark_before: Option<String>,
     pub watermark_after: Option<String>,
     pub error: Option<String>,
@@ -290,13 +293,27 @@ impl ProfileStore {
         Ok(ok == 1)
     }
 
+    /// When the view last completed a read of its whole table (first run or
+    /// `full_resync_every`); forgotten with the watermark.
+    pub async fn last_full_read(&self, id: &ViewId) -> Result<Option<Nanos>> {
+        let mut c = self.conn.clone();
+        let v: Option<String> = c.get(self.view_key("full", id)).await?;
+        Ok(v.and_then(|s| s.parse().ok()))
+    }
+
+    pub async fn set_last_full_read(&self, id: &ViewId, at: Nanos) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = c.set(self.view_key("full", id), at.to_string()).await?;
+        Ok(())
+    }
+
     /// Rewinds (or forgets, with `None`) a watermark, for backfills.
     pub async fn reset_watermark(&self, id: &ViewId, to: Option<Nanos>) -> Result<()> {
         let mut c = self.conn.clone();
         let key = self.view_key("wm", id);
         match to {
             Some(wm) => c.set::<_, _, ()>(key, wm.to_string()).await?,
-            None => c.del::<_, ()>(key).await?,
+            None => c.del::<_, ()>(&[key, self.view_key("full", id)]).await?,
         }
         Ok(())
     }
