@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 # Create the Python environments up front (one-off, a few minutes on a fresh
 # machine) so no test times out waiting for pip.
-scripts/python-env.sh fakesnow >/dev/null
-scripts/python-env.sh feast >/dev/null
+for env in fakesnow feast signals signals04; do
+  scripts/python-env.sh "$env" >/dev/null
+done
 cargo test --locked "$@"

@@ -29,6 +29,38 @@ pub struct Config {
     pub registry: RegistryConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// The HTTP API of `run` (Signals-compatible registry and attributes, health, metrics).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    /// `IP:PORT` to serve on; unset means no HTTP API. Without `tokens` only a
+    /// loopback address is accepted.
+    pub listen: Option<String>,
+    /// Bearer tokens accepted on `/api/v1/*`; any one of them will do.
+    pub tokens: Vec<Secret>,
+}
+
+impl ApiConfig {
+    /// The checked listen address, if the API is enabled.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>> {
+        let Some(listen) = self.listen.as_deref().filter(|l| !l.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = listen.trim().parse().map_err(|_| {
+            anyhow::anyhow!("api.listen: `{listen}` is not an address such as 127.0.0.1:8080")
+        })?;
+        if self.tokens.is_empty() && !addr.ip().is_loopback() {
+            bail!(
+                "api.listen: `{listen}` is reachable from other machines but api.tokens is empty; \
+                 set api.tokens (MATERIALIZER__API__TOKENS='[\"...\"]') or listen on 127.0.0.1"
+            );
+        }
+        Ok(Some(addr))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +161,9 @@ pub struct WarehouseConfig {
     pub schema: Option<String>,
     /// Where requests go instead of `https://{account}.snowflakecomputing.com`.
     pub base_url: Option<String>,
+    /// `kind = "parquet"`: the directory holding one `{table}/` directory (or
+    /// `{table}.parquet` file) per table; relative to the working directory.
+    pub path: Option<PathBuf>,
     /// Upper bound on one warehouse call (login, query, result chunk).
     #[serde(default = "default_query_timeout", with = "duration")]
     pub query_timeout: Duration,
@@ -153,6 +188,7 @@ impl fmt::Debug for WarehouseConfig {
             .field("database", &self.database)
             .field("schema", &self.schema)
             .field("base_url", &self.base_url)
+            .field("path", &self.path)
             .field("query_timeout", &self.query_timeout)
             .finish()
     }
@@ -162,6 +198,8 @@ impl fmt::Debug for WarehouseConfig {
 #[serde(rename_all = "lowercase")]
 pub enum WarehouseKind {
     Snowflake,
+    /// Local Parquet files (`path`): the embedded default, no server needed.
+    Parquet,
 }
 
 /// How the daemon proves who it is to Snowflake.
@@ -339,8 +377,8 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Loaded> {
         let shown = path.display();
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{shown}: {}", one_line(&e)))?;
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{shown}: {}", syntax_error(text, &e)))?;
         apply_env(&mut table, env)?;
 
         let mut unknown_keys = Vec::new();
@@ -376,6 +414,15 @@ impl Config {
             bail!("sync.lease_ttl: must be at least 2s");
         }
         self.sync.backfill_since_nanos()?;
+        if let Some(i) = self
+            .api
+            .tokens
+            .iter()
+            .position(|t| t.expose().trim().is_empty())
+        {
+            bail!("api.tokens[{i}]: must not be empty");
+        }
+        self.api.listen_addr()?;
         if self.profiles.project.is_empty() {
             bail!("profiles.project: must not be empty");
         }
@@ -389,6 +436,11 @@ impl Config {
         })?;
         let w = &self.warehouse;
         match w.kind {
+            WarehouseKind::Parquet => {
+                if w.path.as_deref().is_none_or(|p| p.as_os_str().is_empty()) {
+                    bail!("warehouse.path: required for kind = \"parquet\"");
+                }
+            }
             WarehouseKind::Snowflake => {
                 if w.account.as_deref().unwrap_or("").is_empty() {
                     bail!("warehouse.account: required for kind = \"snowflake\"");
@@ -408,10 +460,11 @@ impl Config {
                     w.private_key_path.is_some(),
                 ];
                 match given.iter().filter(|g| **g).count() {
-                    0 => {
+                    // Reading it now names an unreadable key or password file at
+                    // start, instead of failing every run later.
+                    0 | 1 => {
                         w.credentials()?;
                     }
-                    1 => {}
                     _ => bail!(
                         "warehouse: set only one of password, password_file, private_key, private_key_path"
                     ),
@@ -440,7 +493,7 @@ fn apply_env(
             let doc: toml::Table = toml::from_str(&format!("v = {raw}")).map_err(|e| {
                 anyhow::anyhow!(
                     "environment variable {name}: not a TOML array: {}",
-                    one_line(&e)
+                    one_line(&e.message())
                 )
             })?;
             doc["v"].clone()
@@ -460,6 +513,20 @@ fn apply_env(
         node.insert(last.clone(), value);
     }
     Ok(())
+}
+
+/// A TOML syntax error as one line: position and message, without the source
+/// excerpt the default rendering quotes (that line may hold a secret).
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", one_line(&e.message()))
+        }
+        None => one_line(&e.message()),
+    }
 }
 
 fn one_line(e: &dyn fmt::Display) -> String {
@@ -613,5 +680,36 @@ password = "hunter2"
             !shown.contains("hunter2") && !shown.contains("s3cret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn api_tokens_come_from_env_and_stay_redacted() {
+        let c = load(
+            &format!("{MINIMAL}\n[api]\nlisten = \"0.0.0.0:8080\"\n"),
+            &[("MATERIALIZER__API__TOKENS", r#"["tok-a", "tok-b"]"#)],
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.api.tokens.len(), 2);
+        assert_eq!(c.api.tokens[1].expose(), "tok-b");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("tok-a"), "{shown}");
+    }
+
+    #[test]
+    fn api_without_tokens_refuses_a_non_loopback_listen() {
+        let e = load(
+            &format!("{MINIMAL}\n[api]\nlisten = \"0.0.0.0:8080\"\n"),
+            &[],
+        )
+        .err()
+        .unwrap();
+        let e = format!("{e:#}");
+        assert!(e.contains("api.listen") && e.contains("api.tokens"), "{e}");
+        let ok = load(
+            &format!("{MINIMAL}\n[api]\nlisten = \"127.0.0.1:0\"\n"),
+            &[],
+        );
+        assert!(ok.is_ok());
     }
 }

@@ -1,7 +1,9 @@
 //! materializer: keeps a Redis Profiles Store (Feast layout) in step with
 //! attribute tables in a data warehouse. See DESIGN.md for the sync contract.
 
+pub mod api;
 pub mod config;
+pub mod failpoints;
 pub mod metrics;
 pub mod model;
 pub mod profiles;

@@ -20,7 +20,7 @@ use materializer::profiles::ProfileStore;
 use materializer::scheduler::{self, Scheduler};
 use materializer::sync::{self, format_nanos, format_skipped, RunError, Runner};
 use materializer::warehouse::{self, Warehouse};
-use materializer::{registry, telemetry};
+use materializer::{api, registry, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -135,16 +135,9 @@ fn base_dir() -> PathBuf {
 
 /// Reads `registry.files`; a bad file is reported and skipped so the others still apply.
 fn file_views(loaded: &Loaded) -> (Vec<View>, Vec<String>) {
-    let mut views = Vec::new();
-    let mut problems = Vec::new();
-    for pattern in &loaded.config.registry.files {
-        match registry::read_globs(std::slice::from_ref(pattern), &base_dir()) {
-            Ok(v) => views.extend(v),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "registry.files: view file skipped");
-                problems.push(format!("{e:#}"));
-            }
-        }
+    let (views, problems) = registry::read_globs_each(&loaded.config.registry.files, &base_dir());
+    for p in &problems {
+        tracing::error!(error = %p, "registry.files: view file skipped");
     }
     (views, problems)
 }
@@ -218,14 +211,38 @@ async fn run_daemon(loaded: Loaded) -> Result<ExitCode> {
             }
         }
     };
-    let (_handle, commands) = scheduler::channel();
+    let (handle, commands) = scheduler::channel();
+    let runner = runner(&loaded, store.clone())?;
+    // The API shares the runner's metrics and warehouse, so /metrics shows these runs.
+    let api = match loaded.config.api.listen_addr()? {
+        Some(addr) => {
+            let listener = api::bind(addr).await?;
+            let state = api::ApiState::new(
+                store,
+                runner.warehouse.clone(),
+                runner.metrics.clone(),
+                handle,
+                loaded.config.api.tokens.clone(),
+            );
+            Some(tokio::spawn(api::serve(
+                listener,
+                state,
+                shutdown.clone(),
+                loaded.config.scheduler.shutdown_grace,
+            )))
+        }
+        None => None,
+    };
     let scheduler = Scheduler {
-        runner: runner(&loaded, store)?,
+        runner,
         config: loaded.config.scheduler.clone(),
         file_views: views,
         commands,
     };
     scheduler.run(shutdown).await?;
+    if let Some(api) = api {
+        api.await.context("HTTP API task")??;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -341,22 +358,7 @@ async fn apply(loaded: Loaded, files: Vec<PathBuf>) -> Result<ExitCode> {
 
 async fn status(loaded: Loaded, json: bool) -> Result<ExitCode> {
     let (store, _, _) = connect(&loaded).await?;
-    let mut rows = Vec::new();
-    for v in registry::list(&store).await? {
-        let id = v.id();
-        let wm = store.watermark(&id).await?;
-        let run = store.last_run(&id).await?;
-        rows.push(serde_json::json!({
-            "view": v.name,
-            "version": v.version,
-            "feast_name": v.feast_name(),
-            "online": v.online,
-            "table": sync::table_of(&v).to_string(),
-            "watermark": wm.map(format_nanos),
-            "lease_holder": store.lease_holder(&id).await?,
-            "last_run": run,
-        }));
-    }
+    let rows = registry::status(&store).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);

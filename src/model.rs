@@ -300,6 +300,13 @@ impl View {
                 ));
             }
         }
+        if let Some(owner) = &self.owner {
+            if !looks_like_email(owner) {
+                p.push(format!(
+                    "owner: `{owner}` is not an email address (the Signals SDK requires one)"
+                ));
+            }
+        }
         for (key, value) in [("ttl", &self.ttl), ("refresh_rate", &self.refresh_rate)] {
             if let Some(v) = value {
                 match parse_iso8601_duration(v) {
@@ -321,6 +328,21 @@ impl View {
         } else {
             Err(format!("view `{}`: {}", self.name, p.join("; ")))
         }
+    }
+}
+
+/// `local@domain.tld` without spaces: the shape the SDK's `EmailStr` insists on,
+/// so a view this server accepts is one the SDK can read back.
+fn looks_like_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.split('.').count() >= 2
+                && domain.split('.').all(|p| !p.is_empty())
+                && !s.chars().any(char::is_whitespace)
+        }
+        None => false,
     }
 }
 
@@ -403,6 +425,18 @@ mod tests {
             e.contains("TOTAL_TRANSACTIONS") && e.contains("int128"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn owner_must_be_an_email() {
+        let mut v = seed_view();
+        v.owner = Some("not an email".into());
+        let e = v.validate().unwrap_err();
+        assert!(e.contains("owner") && e.contains("not an email"), "{e}");
+        v.owner = Some("a@b".into());
+        assert!(v.validate().is_err());
+        v.owner = Some("data.team@example.co.uk".into());
+        assert_eq!(v.validate(), Ok(()));
     }
 
     #[test]

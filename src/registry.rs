@@ -78,6 +78,40 @@ pub fn read_globs(patterns: &[String], base: &Path) -> Result<Vec<View>> {
     Ok(views)
 }
 
+/// Like [`read_globs`], but file by file: a file that cannot be read or holds
+/// an invalid view is reported (its path and the problem) and skipped, so one
+/// bad file does not stop the other views of its directory from syncing.
+pub fn read_globs_each(patterns: &[String], base: &Path) -> (Vec<View>, Vec<String>) {
+    let mut views = Vec::new();
+    let mut problems = Vec::new();
+    for pattern in patterns {
+        let full = if Path::new(pattern).is_absolute() {
+            pattern.clone()
+        } else {
+            base.join(pattern).to_string_lossy().into_owned()
+        };
+        let paths = match glob::glob(&full) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(format!("registry.files: bad pattern `{pattern}`: {e}"));
+                continue;
+            }
+        };
+        let mut matched = false;
+        for p in paths {
+            matched = true;
+            match p.map_err(anyhow::Error::from).and_then(|p| read_file(&p)) {
+                Ok(v) => views.extend(v),
+                Err(e) => problems.push(format!("{e:#}")),
+            }
+        }
+        if !matched {
+            tracing::warn!(pattern = %full, "registry.files: pattern matches no file");
+        }
+    }
+    (views, problems)
+}
+
 /// The parts of a view that decide what a run reads and writes.
 fn sync_shape(v: &View) -> serde_json::Value {
     serde_json::json!({
@@ -167,4 +201,124 @@ pub async fn select(store: &ProfileStore, selector: &str) -> Result<Vec<View>> {
         bail!("no registered view `{selector}`");
     }
     Ok(found)
+}
+
+/// One registered view, if any.
+pub async fn get(store: &ProfileStore, id: &ViewId) -> Result<Option<View>> {
+    let mut conn = store.conn();
+    let json: Option<String> = conn
+        .hget(store.state_key(VIEWS_KEY), id.to_string())
+        .await?;
+    json.map(|s| serde_json::from_str(&s).with_context(|| format!("registry entry `{id}`")))
+        .transpose()
+}
+
+/// What [`delete`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    /// Entity hashes whose fields of this view were removed (0 without purge).
+    pub purged_entities: u64,
+}
+
+/// Unregisters a view: no more runs, and its watermark, last run and last full
+/// read are forgotten, so registering it again resyncs from scratch. With
+/// `purge`, the view's values and `_ts:` field are also removed from every
+/// entity hash (other views' fields on the same hash stay); this SCANs the
+/// keys of the view's entity, so it costs a pass over them. A run that is in
+/// flight during a purge may write a page back; purge again after it ends.
+/// `None` when the view is not registered.
+pub async fn delete(store: &ProfileStore, id: &ViewId, purge: bool) -> Result<Option<Deleted>> {
+    let Some(view) = get(store, id).await? else {
+        return Ok(None);
+    };
+    let mut conn = store.conn();
+    let _: () = conn
+        .hdel(store.state_key(VIEWS_KEY), id.to_string())
+        .await?;
+    store.reset_watermark(id, None).await?;
+    let _: () = conn
+        .del(store.state_key(&format!("run:{}:{}", id.name, id.version)))
+        .await?;
+    let purged_entities = if purge {
+        purge_values(store, &view).await?
+    } else {
+        0
+    };
+    Ok(Some(Deleted { purged_entities }))
+}
+
+/// Escapes the glob metacharacters of Redis `MATCH` in a binary key part.
+fn glob_escape(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+async fn purge_values(store: &ProfileStore, view: &View) -> Result<u64> {
+    use crate::profiles::feast;
+    let fv = view.feast_name();
+    // Every key of this entity starts with the serialized join key and ends
+    // with the project; the value in between varies.
+    let empty = feast::entity_key(view.entity.join_key(), b"", "");
+    let mut pattern = glob_escape(&empty[..empty.len() - 4]);
+    pattern.push(b'*');
+    pattern.extend(glob_escape(store.project().as_bytes()));
+    let mut fields: Vec<Vec<u8>> = view
+        .fields
+        .iter()
+        .map(|f| feast::feature_field(&fv, &f.name).to_vec())
+        .collect();
+    fields.push(feast::ts_field(&fv).into_bytes());
+    let mut conn = store.conn();
+    let mut cursor: u64 = 0;
+    let mut purged = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.hdel(k, &fields);
+            }
+            let removed: Vec<u64> = pipe.query_async(&mut conn).await?;
+            purged += removed.iter().filter(|n| **n > 0).count() as u64;
+        }
+        if next == 0 {
+            return Ok(purged);
+        }
+        cursor = next;
+    }
+}
+
+/// Every registered view with its watermark, lease holder and last run: what
+/// `status --json` prints and `GET /api/v1/sync/status` returns.
+pub async fn status(store: &ProfileStore) -> Result<Vec<serde_json::Value>> {
+    let mut rows = Vec::new();
+    for v in list(store).await? {
+        let id = v.id();
+        let wm = store.watermark(&id).await?;
+        let run = store.last_run(&id).await?;
+        rows.push(serde_json::json!({
+            "view": v.name,
+            "version": v.version,
+            "feast_name": v.feast_name(),
+            "online": v.online,
+            "table": crate::sync::table_of(&v).to_string(),
+            "watermark": wm.map(crate::sync::format_nanos),
+            "lease_holder": store.lease_holder(&id).await?,
+            "last_run": run,
+        }));
+    }
+    Ok(rows)
 }

@@ -45,6 +45,8 @@ pub enum Command {
     RunNow(ViewId),
     /// Re-read the registry now (a view was applied or deleted).
     Refresh,
+    /// The view was deleted: never restore it after Redis loses its state.
+    Forget(ViewId),
 }
 
 /// Cheap to clone; sending fails only once the scheduler has stopped.
@@ -90,6 +92,8 @@ impl Scheduler {
             .iter()
             .map(|v| (v.id(), v.clone()))
             .collect();
+        // The state incarnation the registry was last seen in (see `refresh`).
+        let mut epoch: Option<String> = None;
         let mut next_refresh = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         tracing::info!(
@@ -101,7 +105,7 @@ impl Scheduler {
         loop {
             if Instant::now() >= next_refresh {
                 next_refresh = Instant::now() + REGISTRY_REFRESH;
-                match self.refresh(&mut known).await {
+                match self.refresh(&mut known, &mut epoch).await {
                     Ok(list) => views = list,
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "cannot read the registry; keeping the last one")
@@ -177,6 +181,9 @@ impl Scheduler {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 Some(cmd) = self.commands.recv() => {
                     next_refresh = Instant::now();
+                    if let Command::Forget(id) = &cmd {
+                        known.remove(id);
+                    }
                     if let Command::RunNow(id) = cmd {
                         let st = states.entry(id).or_default();
                         if st.running {
@@ -221,13 +228,20 @@ impl Scheduler {
             Err(RunError::Interrupted) => interval,
             Err(_) => {
                 st.failures += 1;
-                backoff(
+                let delay = backoff(
                     st.failures,
                     self.config.retry_initial,
                     self.config.retry_max,
                     rand::thread_rng().gen(),
                 )
-                .min(interval.max(self.config.retry_initial))
+                .min(interval.max(self.config.retry_initial));
+                tracing::warn!(
+                    view = %view.map(|v| v.id().to_string()).unwrap_or_default(),
+                    failures = st.failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "run failed; retrying after backoff"
+                );
+                delay
             }
         };
         st.next_due = Some(
@@ -241,12 +255,24 @@ impl Scheduler {
     }
 
     /// Re-reads the registry; restores it when Redis lost the daemon's state.
+    ///
+    /// Loss shows as a missing or changed state epoch: after a flush, any
+    /// process that connects (a CLI command, another replica) re-creates the
+    /// state layout with a new epoch, so the layout being present again must
+    /// not hide that the views applied through the API are gone.
     async fn refresh(
         &self,
         known: &mut BTreeMap<ViewId, View>,
+        epoch: &mut Option<String>,
     ) -> anyhow::Result<BTreeMap<ViewId, View>> {
         let store = &self.runner.store;
-        if !store.state_present().await? {
+        let current = store.state_epoch().await?;
+        let lost = match (&current, &*epoch) {
+            (None, _) => true,
+            (Some(now), Some(seen)) => now != seen,
+            (Some(_), None) => false,
+        };
+        if lost {
             tracing::warn!(
                 views = known.len(),
                 "Redis holds none of the daemon's state (flushed or replaced): restoring the registry; every view resyncs"
@@ -254,12 +280,23 @@ impl Scheduler {
             store.migrate().await?;
             let all: Vec<View> = known.values().cloned().collect();
             registry::apply(store, &all).await?;
+            *epoch = store.state_epoch().await?;
+        } else {
+            *epoch = current;
         }
         let listed: BTreeMap<ViewId, View> = registry::list(store)
             .await?
             .into_iter()
             .map(|v| (v.id(), v))
             .collect();
+        // Gone from an intact registry means deleted on purpose: a later
+        // restore must not bring it back (files are re-read at start anyway).
+        // Intact means the same epoch before and after the listing.
+        if !lost && store.state_epoch().await? == *epoch {
+            known.retain(|id, _| {
+                listed.contains_key(id) || self.file_views.iter().any(|v| v.id() == *id)
+            });
+        }
         known.extend(listed.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(listed)
     }

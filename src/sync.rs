@@ -3,9 +3,12 @@
 //! 1. take the view's lease (one writer per view), renewed while the run lasts;
 //! 2. window: rows with `timestamp > W - lookback` (all rows, or those from
 //!    `backfill_since`, when there is no watermark `W`);
-//! 3. read pages ordered by `(timestamp, entity)`; per page keep the latest
-//!    row per entity and write it newest-wins (pages arrive in order, so a later
-//!    page's row for an entity is never older than an earlier page's);
+//! 3. read pages (in whatever order the backend delivers them); per page keep
+//!    the latest row per entity and write it newest-wins, so an entity's older
+//!    row arriving in a later page is stale in Redis and changes nothing.
+//!    Reading, decoding and writing overlap: the warehouse reads the next page
+//!    while this run decodes one and Redis runs the one before, each hand-off
+//!    holding at most one page, so memory stays flat however large the window;
 //! 4. skip and count rows with a NULL entity or timestamp, and fields whose
 //!    value does not fit the field's type, logging column, reason and a sample;
 //! 5. only after every page is written, move the watermark to
@@ -26,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SyncConfig;
 use crate::metrics::Metrics;
 use crate::model::{FieldType, View, ViewId};
-use crate::profiles::{ProfileStore, RunRecord, Upsert, WriteSpec};
+use crate::profiles::{PreparedWrite, ProfileStore, RunRecord, Upsert, WriteSpec};
 use crate::warehouse::decode::{self, SkipReason};
 use crate::warehouse::{
     resolve_column, Column, Nanos, Page, TableRef, Warehouse, WarehouseError, WindowQuery,
@@ -171,6 +174,39 @@ pub fn next_watermark(current: Option<Nanos>, greatest_not_future: Option<Nanos>
     }
 }
 
+/// The greatest time a run may move the watermark to, after reading a row
+/// stamped `ts`: a row later than `future_limit` (the warehouse's now plus
+/// `max_future_skew`) is written but never counts, so one wrong clock cannot
+/// park the watermark in the future and hide every later row behind it.
+pub fn watermark_candidate(
+    greatest: Option<Nanos>,
+    ts: Nanos,
+    future_limit: Nanos,
+) -> Option<Nanos> {
+    if ts > future_limit {
+        return greatest;
+    }
+    Some(greatest.map_or(ts, |g| g.max(ts)))
+}
+
+/// Keeps an entity's latest row of a page, `(ts, batch, row)`: a newer time
+/// replaces the kept row whatever order rows arrive in; an equal time keeps the
+/// row read later (duplicates are identical, so which one does not matter).
+pub fn keep_latest<'a>(
+    latest: &mut HashMap<&'a str, (Nanos, usize, usize)>,
+    entity: &'a str,
+    row: (Nanos, usize, usize),
+) {
+    latest
+        .entry(entity)
+        .and_modify(|cur| {
+            if row.0 >= cur.0 {
+                *cur = row;
+            }
+        })
+        .or_insert(row);
+}
+
 /// Whether this run re-reads the whole table: always when there is no
 /// watermark, and every `every` (measured from the last completed full read)
 /// when `sync.full_resync_every` is set.
@@ -261,6 +297,7 @@ impl Runner {
             .await
         {
             Ok(true) => {
+                tracing::debug!(view = %id, lease = %token, "lease taken; run started");
                 let lease_lost = CancellationToken::new();
                 let renewer =
                     self.spawn_lease_renewal(id.clone(), token.clone(), lease_lost.clone());
@@ -268,6 +305,7 @@ impl Runner {
                     .run_leased(view, &token, shutdown, &lease_lost, &mut rec)
                     .await;
                 renewer.abort();
+                tracing::debug!(view = %id, lease = %token, "run ended; releasing lease");
                 if let Err(e) = self.store.release_lease(&id, &token).await {
                     tracing::warn!(view = %id, error = %e, "could not release lease; it expires by itself");
                 }
@@ -328,6 +366,7 @@ impl Runner {
             let mut last_ok = Instant::now();
             loop {
                 tokio::time::sleep(ttl / 3).await;
+                crate::failpoints::hit("before_lease_renewal").await;
                 match store.renew_lease(&id, &token, ttl).await {
                     Ok(true) => last_ok = Instant::now(),
                     Ok(false) => {
@@ -405,7 +444,7 @@ impl Runner {
         self.store.load_scripts().await?;
 
         // Reading the next page overlaps with decoding and writing this one.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Page, WarehouseError>>(1);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Page, WarehouseError>>(1);
         let produce = async {
             let mut pages = self.warehouse.pages(&query);
             while let Some(p) = pages.next().await {
@@ -416,11 +455,25 @@ impl Runner {
             }
             drop(tx);
         };
+        // Redis runs one part of a page while this task encodes the next: the
+        // writer is its own task, so its replies are taken while decoding runs.
+        let (wtx, wrx) = tokio::sync::mpsc::channel::<PagePart>(1);
+        let writer = tokio::spawn(write_pages(self.store.clone(), wrx));
         let consume = async {
+            // Owning the receiver means an early return drops it, which ends
+            // the producer's pending send instead of leaving it blocked; owning
+            // the sender lets the writer finish once the last page is handed over.
+            let mut rx = rx;
+            let to_writer = wtx;
             while let Some(page) = rx.recv().await {
                 let page = page?;
-                self.write_page(&plan, &spec, &page, future_limit, &mut tally)
+                let handed = self
+                    .write_page(&plan, &spec, &page, future_limit, &mut tally, &to_writer)
                     .await?;
+                if !handed {
+                    // The writer failed; its error is reported below.
+                    break;
+                }
                 if lease_lost.is_cancelled() {
                     return Err(RunError::Retryable("lease lost during the run".into()));
                 }
@@ -431,19 +484,28 @@ impl Runner {
             Ok(())
         };
         let ((), consumed) = tokio::join!(produce, consume);
-        let finish = |rec: &mut RunRecord, t: &Tally| {
-            rec.rows_read = t.rows_read;
-            rec.rows_written = t.rows_written;
-            rec.rows_stale = t.rows_stale;
-            rec.skipped = t.skipped.clone();
-        };
-        finish(rec, &tally);
+        // Pages already handed over finish even when the run stops early, so a
+        // shutdown lets running pages complete; nothing is committed either way.
+        let written = writer
+            .await
+            .map_err(|e| RunError::Retryable(format!("page writer stopped: {e}")));
+        if let Ok(Ok(w)) = &written {
+            tally.rows_written += w.written;
+            tally.rows_stale += w.stale;
+            tally.pages += w.pages;
+        }
+        rec.rows_read = tally.rows_read;
+        rec.rows_written = tally.rows_written;
+        rec.rows_stale = tally.rows_stale;
+        rec.skipped = tally.skipped.clone();
         for ((column, reason), sample) in &tally.samples {
             tracing::warn!(view = %id, column, reason, sample, "values skipped: they do not fit the field type");
         }
         consumed?;
+        written??;
 
         let next = next_watermark(watermark, tally.greatest_not_future);
+        crate::failpoints::hit("before_watermark_commit").await;
         if next != watermark {
             let next = next.expect("a watermark only appears, never disappears");
             if !self.store.commit_watermark(&id, token, next).await? {
@@ -470,7 +532,10 @@ impl Runner {
         Ok(())
     }
 
-    /// Decodes one page, keeps the latest row per entity, writes it.
+    /// Decodes one page, keeps the latest row per entity, and hands its
+    /// newest-wins writes to [`write_pages`] in parts of [`WRITE_PART_ROWS`]
+    /// entities, encoding each part only when the writer can take it (so at
+    /// most two parts' bytes exist at once). False when the writer is gone.
     async fn write_page(
         &self,
         plan: &ColumnPlan,
@@ -478,7 +543,8 @@ impl Runner {
         page: &Page,
         future_limit: Nanos,
         tally: &mut Tally,
-    ) -> Result<(), RunError> {
+        to_writer: &tokio::sync::mpsc::Sender<PagePart>,
+    ) -> Result<bool, RunError> {
         let permanent = |e: decode::ColumnError| RunError::Permanent(e.to_string());
         struct Decoded<'a> {
             entities: decode::EntityColumn<'a>,
@@ -509,7 +575,8 @@ impl Runner {
         }
 
         // Latest row per entity in this page: (ts, batch, row). Equal times keep the later row.
-        let mut latest: HashMap<&str, (Nanos, usize, usize)> = HashMap::new();
+        let mut latest: HashMap<&str, (Nanos, usize, usize)> =
+            HashMap::with_capacity(page.num_rows());
         let (mut null_entity, mut null_ts, mut bad_ts) = (0u64, 0u64, 0u64);
         for (bi, d) in decoded.iter().enumerate() {
             tally.rows_read += d.ts.len() as u64;
@@ -529,17 +596,9 @@ impl Runner {
                     null_entity += 1;
                     continue;
                 };
-                if ts <= future_limit && tally.greatest_not_future.is_none_or(|g| ts > g) {
-                    tally.greatest_not_future = Some(ts);
-                }
-                latest
-                    .entry(entity)
-                    .and_modify(|cur| {
-                        if ts >= cur.0 {
-                            *cur = (ts, bi, ri);
-                        }
-                    })
-                    .or_insert((ts, bi, ri));
+                tally.greatest_not_future =
+                    watermark_candidate(tally.greatest_not_future, ts, future_limit);
+                keep_latest(&mut latest, entity, (ts, bi, ri));
             }
         }
         tally.skip("null_entity", null_entity);
@@ -554,6 +613,9 @@ impl Runner {
                 match col.get(ri) {
                     Ok(v) => values.push((fi as u32, v)),
                     Err(reason) => {
+                        // Written as Feast's null: keeping the stored value would
+                        // show an older row's value under this row's time.
+                        values.push((fi as u32, &[]));
                         tally.skip(reason.as_str(), 1);
                         tally
                             .samples
@@ -565,10 +627,6 @@ impl Runner {
                     }
                 }
             }
-            if values.len() == start {
-                // Nothing valid to write: keep the stored values and their time.
-                continue;
-            }
             rows.push((entity, ts, start, values.len()));
         }
         let upserts: Vec<Upsert<'_>> = rows
@@ -579,15 +637,64 @@ impl Runner {
                 values: &values[a..b],
             })
             .collect();
-        let out = self
-            .store
-            .write(spec, &upserts, self.config.write_batch)
-            .await?;
-        tally.rows_written += out.written;
-        tally.rows_stale += out.stale;
-        tally.pages += 1;
-        Ok(())
+        let mut parts: Vec<&[Upsert<'_>]> = upserts.chunks(WRITE_PART_ROWS).collect();
+        if parts.is_empty() {
+            // Nothing to write still completes a page, for the writer's count.
+            parts.push(&[]);
+        }
+        let count = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            let write = self.store.prepare(spec, part, self.config.write_batch);
+            let last_of_page = i + 1 == count;
+            let part = PagePart {
+                write,
+                last_of_page,
+            };
+            if to_writer.send(part).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
+}
+
+/// Entities per part of a page handed to the writer: large enough that the
+/// round trip between parts is a small fraction of Redis's work on one, small
+/// enough that the encoded parts in flight stay a few megabytes.
+const WRITE_PART_ROWS: usize = 8192;
+
+/// Encoded writes of (part of) a page; the page is complete in Redis once its
+/// last part is written.
+struct PagePart {
+    write: PreparedWrite,
+    last_of_page: bool,
+}
+
+/// What the page writer did.
+#[derive(Debug, Default)]
+struct Written {
+    written: u64,
+    stale: u64,
+    pages: u64,
+}
+
+/// Sends page parts to Redis in order, one at a time, until the channel
+/// closes; stops at the first failed part (its rows count as unwritten).
+async fn write_pages(
+    store: ProfileStore,
+    mut parts: tokio::sync::mpsc::Receiver<PagePart>,
+) -> Result<Written, RunError> {
+    let mut done = Written::default();
+    while let Some(part) = parts.recv().await {
+        let out = store.send(part.write).await?;
+        done.written += out.written;
+        done.stale += out.stale;
+        if part.last_of_page {
+            done.pages += 1;
+            crate::failpoints::hit("after_page_write").await;
+        }
+    }
+    Ok(done)
 }
 
 /// Counts by reason for display: `null_entity=2 overflow=1`.
@@ -647,6 +754,52 @@ mod tests {
         assert!(full_read_due(Some(1), None, every, 5 * h));
         assert!(!full_read_due(Some(1), Some(5 * h), every, 5 * h + h / 2));
         assert!(full_read_due(Some(1), Some(5 * h), every, 6 * h));
+    }
+
+    #[test]
+    fn the_window_starts_just_after_w_minus_lookback() {
+        // The lookback re-reads (W - L, W]: a late row stamped inside it lands
+        // on the next run; one at or before W - L needs a full resync.
+        let w = 100 * MIN;
+        let since = window_since(Some(w), Duration::from_secs(600), None).unwrap();
+        assert!(w - 10 * MIN + 1 > since);
+        assert!(w - 10 * MIN <= since);
+        // A lookback longer than all of time saturates instead of wrapping.
+        assert_eq!(
+            window_since(Some(i64::MIN + 5), Duration::from_secs(600), None),
+            Some(i64::MIN)
+        );
+    }
+
+    #[test]
+    fn future_rows_are_written_but_never_move_the_watermark() {
+        let limit = 1_000 * MIN;
+        let mut g = None;
+        for ts in [10 * MIN, 3_000 * MIN, 20 * MIN, limit, limit + 1, 15 * MIN] {
+            g = watermark_candidate(g, ts, limit);
+        }
+        assert_eq!(
+            g,
+            Some(limit),
+            "the limit itself counts, a nanosecond later does not"
+        );
+        assert_eq!(watermark_candidate(None, limit + 1, limit), None);
+        // Only future rows read: the watermark stays where it was.
+        assert_eq!(next_watermark(Some(5), None), Some(5));
+    }
+
+    #[test]
+    fn latest_row_per_entity_wins_in_any_arrival_order_and_equal_times_keep_the_later_read() {
+        let mut latest = HashMap::new();
+        // Out-of-order chunks: batch 1 holds older rows than batch 0.
+        keep_latest(&mut latest, "a", (20, 0, 0));
+        keep_latest(&mut latest, "b", (5, 0, 1));
+        keep_latest(&mut latest, "a", (10, 1, 0));
+        keep_latest(&mut latest, "b", (5, 1, 1));
+        keep_latest(&mut latest, "c", (7, 1, 2));
+        assert_eq!(latest["a"], (20, 0, 0));
+        assert_eq!(latest["b"], (5, 1, 1));
+        assert_eq!(latest["c"], (7, 1, 2));
     }
 
     #[test]

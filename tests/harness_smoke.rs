@@ -112,6 +112,23 @@ async fn snowflake_server_accepts_password_and_key_pair_logins() {
 }
 
 #[tokio::test]
+async fn snowflake_server_runs_concurrent_statements_of_one_session() {
+    let sf = SnowflakeServer::shared();
+    let db = unique_name("SMOKE");
+    let api = sf.api(Some(&db), Some("S"));
+    let queries = (0..6).map(|i| {
+        let api = &api;
+        async move {
+            let sql = format!("SELECT {i} AS I FROM TABLE(GENERATOR(ROWCOUNT => 1000))");
+            api.exec(&sql).await.map(|r| result_rows(&r).len())
+        }
+    });
+    for res in futures::future::join_all(queries).await {
+        assert_eq!(res.expect("concurrent query"), 1000);
+    }
+}
+
+#[tokio::test]
 async fn snowflake_server_restart_keeps_port_drops_sessions_and_data() {
     let mut sf = SnowflakeServer::start();
     let port = sf.port;

@@ -72,6 +72,19 @@ impl WriteSpec {
     }
 }
 
+/// Newest-wins script calls encoded by [`ProfileStore::prepare`], ready to send.
+pub struct PreparedWrite {
+    pipelines: Vec<redis::Pipeline>,
+    rows: u64,
+}
+
+impl PreparedWrite {
+    /// Entities it writes (or finds stale).
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOutcome {
     /// Entities whose values were written.
@@ -144,7 +157,12 @@ impl ProfileStore {
             prefix: cfg.state_prefix.clone(),
             script: redis::Script::new(NEWEST_WINS),
         };
-        store.migrate().await?;
+        // The first commands are where a wrong password, a read-only replica or
+        // an out-of-memory Redis shows: say which Redis.
+        store
+            .migrate()
+            .await
+            .with_context(|| format!("Redis at {}", cfg.redis_url))?;
         Ok(store)
     }
 
@@ -181,7 +199,24 @@ impl ProfileStore {
             let _: () = c.hset(&meta, "schema_version", *version).await?;
             tracing::info!(version, name, "applied state migration");
         }
+        // Names this incarnation of the state. Any process re-creates `meta`
+        // after a flush, so its presence alone cannot tell a daemon that the
+        // registry was lost; a changed epoch can. Written only when missing, so
+        // a read-only or full Redis can still be read.
+        let epoch: Option<String> = c.hget(&meta, "epoch").await?;
+        if epoch.is_none() {
+            let _: bool = c
+                .hset_nx(&meta, "epoch", format!("{:016x}", rand::random::<u64>()))
+                .await?;
+        }
         Ok(())
+    }
+
+    /// The id of the state's current incarnation (see [`ProfileStore::migrate`]);
+    /// `None` when Redis holds none of the daemon's state.
+    pub async fn state_epoch(&self) -> Result<Option<String>> {
+        let mut c = self.conn.clone();
+        Ok(c.hget(self.state_key("meta"), "epoch").await?)
     }
 
     /// Whether Redis still holds the daemon's state (false after a flush).
@@ -197,59 +232,89 @@ impl ProfileStore {
     }
 
     /// Newest-wins upsert of `rows`, `batch` entities per script call, all
-    /// calls of one page sent as one pipeline.
+    /// calls sent as one pipeline: [`ProfileStore::prepare`] then [`ProfileStore::send`].
     pub async fn write(
         &self,
         spec: &WriteSpec,
         rows: &[Upsert<'_>],
         batch: usize,
     ) -> Result<WriteOutcome> {
-        if rows.is_empty() {
-            return Ok(WriteOutcome::default());
-        }
-        let sha = self.script.get_hash().to_string();
-        let mut pipe = redis::pipe();
-        let mut key = Vec::new();
-        let mut ts_buf = Vec::with_capacity(16);
-        for chunk in rows.chunks(batch) {
-            let cmd = pipe.cmd("EVALSHA").arg(&sha).arg(chunk.len());
-            for r in chunk {
-                key.clear();
-                feast::push_entity_key(
-                    &mut key,
-                    &spec.join_key,
-                    r.entity.as_bytes(),
-                    &self.project,
-                );
-                cmd.arg(&key[..]);
-            }
-            cmd.arg(&spec.ts_field).arg(spec.ttl_ms);
-            for r in chunk {
-                ts_buf.clear();
-                feast::push_timestamp(&mut ts_buf, r.ts);
-                cmd.arg(r.ts.div_euclid(1_000_000_000))
-                    .arg(r.ts.rem_euclid(1_000_000_000))
-                    .arg(&ts_buf[..])
-                    .arg(r.values.len());
-                for (field, value) in r.values {
-                    cmd.arg(&spec.fields[*field as usize][..]).arg(*value);
-                }
-            }
-        }
-        let mut c = self.conn.clone();
-        let counts: Vec<u64> = match pipe.query_async(&mut c).await {
-            Ok(v) => v,
-            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                // Redis restarted or SCRIPT FLUSH: load once more and resend.
-                self.script.prepare_invoke().load_async(&mut c).await?;
-                pipe.query_async(&mut c).await?
-            }
-            Err(e) => return Err(e.into()),
+        self.send(self.prepare(spec, rows, batch)).await
+    }
+
+    /// Encodes the newest-wins script calls for `rows` (`batch` entities per
+    /// call) without sending them. The result owns its bytes, so a caller can
+    /// encode the next page while Redis runs this one.
+    pub fn prepare(&self, spec: &WriteSpec, rows: &[Upsert<'_>], batch: usize) -> PreparedWrite {
+        let batch = batch.max(1);
+        // Crash tests only: one pipeline per script call, so a crash can land
+        // between two of them, leaving half a page in Redis.
+        let per_pipeline = if crate::failpoints::armed("mid_page") {
+            batch
+        } else {
+            rows.len().max(1)
         };
-        let written: u64 = counts.iter().sum();
+        let sha = self.script.get_hash();
+        let mut key = Vec::with_capacity(128);
+        let mut ts_buf = Vec::with_capacity(16);
+        let pipelines = rows
+            .chunks(per_pipeline)
+            .map(|part| {
+                let mut pipe = redis::pipe();
+                for chunk in part.chunks(batch) {
+                    let cmd = pipe.cmd("EVALSHA").arg(sha).arg(chunk.len());
+                    for r in chunk {
+                        key.clear();
+                        feast::push_entity_key(
+                            &mut key,
+                            &spec.join_key,
+                            r.entity.as_bytes(),
+                            &self.project,
+                        );
+                        cmd.arg(&key[..]);
+                    }
+                    cmd.arg(&spec.ts_field).arg(spec.ttl_ms);
+                    for r in chunk {
+                        ts_buf.clear();
+                        feast::push_timestamp(&mut ts_buf, r.ts);
+                        cmd.arg(r.values.len()).arg(&ts_buf[..]);
+                        for (field, value) in r.values {
+                            cmd.arg(&spec.fields[*field as usize][..]).arg(*value);
+                        }
+                    }
+                }
+                pipe
+            })
+            .collect();
+        PreparedWrite {
+            pipelines,
+            rows: rows.len() as u64,
+        }
+    }
+
+    /// Sends what [`ProfileStore::prepare`] encoded. On error, treat every row
+    /// of it as unwritten (some may have landed; rewriting them is harmless).
+    pub async fn send(&self, prepared: PreparedWrite) -> Result<WriteOutcome> {
+        let mut c = self.conn.clone();
+        let mut written = 0u64;
+        for (i, pipe) in prepared.pipelines.iter().enumerate() {
+            if i > 0 {
+                crate::failpoints::hit("mid_page").await;
+            }
+            let counts: Vec<u64> = match pipe.query_async(&mut c).await {
+                Ok(v) => v,
+                Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                    // Redis restarted or SCRIPT FLUSH: load once more and resend.
+                    self.script.prepare_invoke().load_async(&mut c).await?;
+                    pipe.query_async(&mut c).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            written += counts.iter().sum::<u64>();
+        }
         Ok(WriteOutcome {
             written,
-            stale: rows.len() as u64 - written,
+            stale: prepared.rows - written,
         })
     }
 

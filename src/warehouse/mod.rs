@@ -3,9 +3,14 @@
 //! Contract every backend keeps:
 //! - reads are repeatable: the same window read twice yields the same rows
 //!   (modulo rows written to the table in between);
-//! - [`Warehouse::pages`] yields pages in increasing `(timestamp, entity)` order:
-//!   every row of page *k + 1* sorts after every row of page *k*; inside one page
-//!   rows come in any order (Snowflake returns result chunks out of order);
+//! - [`Warehouse::pages`] yields every row of the window exactly once, in pages.
+//!   The order of rows, inside a page and across pages, is the backend's choice:
+//!   a backend that pages with keyset pagination (Snowflake) delivers pages in
+//!   increasing `(timestamp, entity)` order because its cursor needs it, while
+//!   one that reads files (Parquet) delivers them in file order. Callers rely on
+//!   no order: sync keeps the latest row per entity within a page and writes
+//!   newest-wins, so an entity's older row arriving in a later page is stale in
+//!   Redis and skipped, and the watermark is the greatest timestamp of all rows;
 //! - each page holds at most `page_rows` rows, so memory is bounded by the page
 //!   size however large the window;
 //! - page columns are, in order: entity, timestamp, then the requested field
@@ -17,6 +22,7 @@
 //! Errors say whether retrying can help ([`WarehouseError::is_retryable`]).
 
 pub mod decode;
+pub mod parquet;
 pub mod snowflake;
 pub mod sql;
 
@@ -118,7 +124,7 @@ pub trait Warehouse: Send + Sync {
     /// Rows of the window whose entity or timestamp is NULL (see the module contract).
     async fn null_key_rows(&self, query: &WindowQuery) -> Result<NullKeyRows>;
 
-    /// The window's rows in pages ordered by `(timestamp, entity)`.
+    /// The window's rows in pages (in an order of the backend's choosing; see the module contract).
     fn pages<'a>(&'a self, query: &'a WindowQuery) -> BoxStream<'a, Result<Page>>;
 
     /// Cheap round trip proving the warehouse answers (used by `check` and `/readyz`).
@@ -132,6 +138,9 @@ pub fn build(
     match cfg.kind {
         crate::config::WarehouseKind::Snowflake => Ok(std::sync::Arc::new(
             snowflake::SnowflakeWarehouse::new(cfg)?,
+        )),
+        crate::config::WarehouseKind::Parquet => Ok(std::sync::Arc::new(
+            parquet::ParquetWarehouse::new(cfg.path.clone().unwrap_or_default()),
         )),
     }
 }

@@ -199,37 +199,12 @@ impl SnowflakeWarehouse {
         ))
     }
 
-    fn query_sql(&self, q: &super::WindowQuery, after: Option<&(Nanos, String)>) -> String {
-        let zoned = is_zoned(&q.timestamp_type);
-        let e = sql::ident(&q.entity_column);
-        let ts = sql::ident(&q.timestamp_column);
-        let mut cols = vec![e.clone(), ts.clone()];
-        cols.extend(q.field_columns.iter().map(|c| sql::ident(c)));
-        let mut text = format!(
-            "SELECT {} FROM {} WHERE {e} IS NOT NULL AND {ts} IS NOT NULL",
-            cols.join(", "),
-            sql::table(&q.table)
-        );
-        if let Some(since) = q.since {
-            text += &format!(" AND {ts} > {}", sql::timestamp_literal(since, zoned));
-        }
-        if let Some((at, entity)) = after {
-            let lit = sql::timestamp_literal(*at, zoned);
-            text += &format!(
-                " AND ({ts} > {lit} OR ({ts} = {lit} AND {e} > {}))",
-                sql::string_literal(entity)
-            );
-        }
-        text += &format!(" ORDER BY {ts}, {e} LIMIT {}", q.page_rows);
-        text
-    }
-
     async fn read_page(
         &self,
         q: &super::WindowQuery,
         after: Option<&(Nanos, String)>,
     ) -> Result<(Page, Option<(Nanos, String)>)> {
-        let batches = match self.exec(&self.query_sql(q, after)).await? {
+        let batches = match self.exec(&window_page_sql(q, after)).await? {
             QueryResult::Arrow(b) => b,
             QueryResult::Empty => Vec::new(),
             QueryResult::Json(j) => {
@@ -242,6 +217,36 @@ impl SnowflakeWarehouse {
         let last = page_max_key(&batches, q)?;
         Ok((Page { batches }, last))
     }
+}
+
+/// The SQL of one keyset page: the window's rows after the cursor `after`
+/// (the previous page's greatest `(timestamp, entity)`), ordered by
+/// `(timestamp, entity)`. Rows sharing the cursor's timestamp continue by
+/// entity, so a bulk update stamping more rows than a page is neither skipped
+/// nor read twice at a page edge.
+fn window_page_sql(q: &super::WindowQuery, after: Option<&(Nanos, String)>) -> String {
+    let zoned = is_zoned(&q.timestamp_type);
+    let e = sql::ident(&q.entity_column);
+    let ts = sql::ident(&q.timestamp_column);
+    let mut cols = vec![e.clone(), ts.clone()];
+    cols.extend(q.field_columns.iter().map(|c| sql::ident(c)));
+    let mut text = format!(
+        "SELECT {} FROM {} WHERE {e} IS NOT NULL AND {ts} IS NOT NULL",
+        cols.join(", "),
+        sql::table(&q.table)
+    );
+    if let Some(since) = q.since {
+        text += &format!(" AND {ts} > {}", sql::timestamp_literal(since, zoned));
+    }
+    if let Some((at, entity)) = after {
+        let lit = sql::timestamp_literal(*at, zoned);
+        text += &format!(
+            " AND ({ts} > {lit} OR ({ts} = {lit} AND {e} > {}))",
+            sql::string_literal(entity)
+        );
+    }
+    text += &format!(" ORDER BY {ts}, {e} LIMIT {}", q.page_rows);
+    text
 }
 
 /// The greatest `(timestamp, entity)` of a page, scanning all its rows
@@ -271,6 +276,33 @@ fn page_max_key(
         }
     }
     Ok(best.map(|(t, e)| (t, e.to_string())))
+}
+
+/// Paging state after a page: the keyset cursor (the greatest
+/// `(timestamp, entity)` read) and whether that page was the last.
+type PagingState = (Option<(Nanos, String)>, bool);
+
+/// Where paging goes after a page of `rows` rows whose greatest key is `last`:
+/// `None` when the page was empty (the window is read), else the cursor to
+/// continue after and whether this page was the last. A short page is the last;
+/// a full one may be followed by more, so one empty read ends the window.
+fn after_page(
+    rows: usize,
+    page_rows: usize,
+    last: Option<(Nanos, String)>,
+    timestamp_column: &str,
+) -> Result<Option<PagingState>> {
+    if rows == 0 {
+        return Ok(None);
+    }
+    if last.is_none() && rows >= page_rows {
+        // A full page of rows whose time cannot be represented: no cursor to go on from.
+        return Err(WarehouseError::Permanent(format!(
+            "column {timestamp_column}: a full page of timestamps outside 1677..2262 cannot be paged past"
+        )));
+    }
+    let finished = rows < page_rows || last.is_none();
+    Ok(Some((last, finished)))
 }
 
 #[async_trait]
@@ -347,25 +379,16 @@ impl Warehouse for SnowflakeWarehouse {
 
     fn pages<'a>(&'a self, q: &'a super::WindowQuery) -> BoxStream<'a, Result<Page>> {
         // State: the keyset cursor, and whether the previous page was the last.
-        let init: (Option<(Nanos, String)>, bool) = (None, false);
+        let init: PagingState = (None, false);
         stream::try_unfold(init, move |(after, done)| async move {
             if done {
                 return Ok(None);
             }
             let (page, last) = self.read_page(q, after.as_ref()).await?;
-            let n = page.num_rows();
-            if n == 0 {
-                return Ok(None);
-            }
-            if last.is_none() && n >= q.page_rows {
-                // A full page of rows whose time cannot be represented: no cursor to go on from.
-                return Err(WarehouseError::Permanent(format!(
-                    "column {}: a full page of timestamps outside 1677..2262 cannot be paged past",
-                    q.timestamp_column
-                )));
-            }
-            let finished = n < q.page_rows || last.is_none();
-            Ok(Some((page, (last, finished))))
+            Ok(
+                after_page(page.num_rows(), q.page_rows, last, &q.timestamp_column)?
+                    .map(|next| (page, next)),
+            )
         })
         .boxed()
     }
@@ -407,8 +430,9 @@ fn classify(e: SnowflakeApiError) -> WarehouseError {
         E::ApiError(code, message) => {
             let text = format!("Snowflake error {code}: {message}");
             match code.as_str() {
-                // Session or token expired / gone, or the service is busy: a new session helps.
-                "390111" | "390112" | "390114" | "390115" | "000605" | "000625" => {
+                // Session or token expired / gone (390104: the server lost it, e.g. it
+                // restarted), or the service is busy: a new session helps.
+                "390104" | "390111" | "390112" | "390114" | "390115" | "000605" | "000625" => {
                     WarehouseError::Transient(text)
                 }
                 _ => WarehouseError::Permanent(text),
@@ -522,5 +546,171 @@ mod tests {
             "Authentication token has expired".into(),
         ));
         assert!(expired.is_retryable());
+        let lost = classify(SnowflakeApiError::ApiError(
+            "390104".into(),
+            "User must login again to access the service.".into(),
+        ));
+        assert!(lost.is_retryable());
+    }
+
+    // --- keyset paging, pure -------------------------------------------------
+
+    use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    fn window(
+        page_rows: usize,
+        since: Option<Nanos>,
+        timestamp_type: &str,
+    ) -> super::super::WindowQuery {
+        super::super::WindowQuery {
+            table: TableRef {
+                database: Some("DB".into()),
+                schema: Some("S".into()),
+                table: "T".into(),
+            },
+            entity_column: "DOMAIN_USERID".into(),
+            timestamp_column: "UPDATED_AT".into(),
+            timestamp_type: timestamp_type.into(),
+            field_columns: vec!["A".into()],
+            since,
+            page_rows,
+        }
+    }
+
+    /// One result chunk in real Snowflake's shapes: TEXT entities and
+    /// TIMESTAMP_NTZ(9) as Int64 nanoseconds.
+    fn chunk(rows: &[(Option<&str>, Option<Nanos>)]) -> RecordBatch {
+        let meta = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let schema = Schema::new(vec![
+            Field::new("DOMAIN_USERID", DataType::Utf8, true)
+                .with_metadata(meta(&[("logicalType", "TEXT")])),
+            Field::new("UPDATED_AT", DataType::Int64, true)
+                .with_metadata(meta(&[("logicalType", "TIMESTAMP_NTZ"), ("scale", "9")])),
+        ]);
+        let entities: StringArray = rows.iter().map(|r| r.0).collect();
+        let times: Int64Array = rows.iter().map(|r| r.1).collect();
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(entities), Arc::new(times)]).unwrap()
+    }
+
+    fn max_key(chunks: &[RecordBatch]) -> Option<(Nanos, String)> {
+        page_max_key(chunks, &window(10, None, "TIMESTAMP_NTZ(9)")).unwrap()
+    }
+
+    const T: Nanos = 1_700_000_000_000_000_000;
+
+    #[test]
+    fn first_page_sql_reads_the_window_in_key_order() {
+        assert_eq!(
+            window_page_sql(&window(3, Some(T), "TIMESTAMP_NTZ(9)"), None),
+            "SELECT \"DOMAIN_USERID\", \"UPDATED_AT\", \"A\" FROM \"DB\".\"S\".\"T\" \
+             WHERE \"DOMAIN_USERID\" IS NOT NULL AND \"UPDATED_AT\" IS NOT NULL \
+             AND \"UPDATED_AT\" > '2023-11-14 22:13:20.000000000'::TIMESTAMP_NTZ \
+             ORDER BY \"UPDATED_AT\", \"DOMAIN_USERID\" LIMIT 3"
+        );
+    }
+
+    #[test]
+    fn next_page_sql_continues_equal_timestamps_by_entity_after_the_cursor() {
+        let sql = window_page_sql(
+            &window(3, None, "TIMESTAMP_NTZ(9)"),
+            Some(&(T + 1, "o'b\\".to_string())),
+        );
+        assert!(
+            sql.ends_with(
+                " AND (\"UPDATED_AT\" > '2023-11-14 22:13:20.000000001'::TIMESTAMP_NTZ \
+                 OR (\"UPDATED_AT\" = '2023-11-14 22:13:20.000000001'::TIMESTAMP_NTZ \
+                 AND \"DOMAIN_USERID\" > 'o''b\\\\')) \
+                 ORDER BY \"UPDATED_AT\", \"DOMAIN_USERID\" LIMIT 3"
+            ),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn zoned_timestamp_columns_compare_instants() {
+        for ty in ["TIMESTAMP_TZ(9)", "TIMESTAMP_LTZ(3)"] {
+            let sql = window_page_sql(&window(3, Some(0), ty), Some(&(0, "e".into())));
+            assert_eq!(
+                sql.matches("'1970-01-01 00:00:00.000000000 +00:00'::TIMESTAMP_TZ")
+                    .count(),
+                3,
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn page_cursor_comes_from_every_chunk_not_the_last_row() {
+        // Snowflake appends the inline chunk after the downloaded ones: the last
+        // row of the last chunk is not the page's greatest key.
+        let chunks = [
+            chunk(&[(Some("b"), Some(T + 5)), (Some("a"), Some(T + 9))]),
+            chunk(&[(Some("z"), Some(T + 1))]),
+        ];
+        assert_eq!(max_key(&chunks), Some((T + 9, "a".into())));
+    }
+
+    #[test]
+    fn equal_timestamps_at_a_page_edge_continue_after_the_greatest_entity() {
+        let chunks = [
+            chunk(&[(Some("a"), Some(T)), (Some("c"), Some(T))]),
+            chunk(&[(Some("b"), Some(T))]),
+        ];
+        assert_eq!(max_key(&chunks), Some((T, "c".into())));
+    }
+
+    #[test]
+    fn entities_order_as_utf8_bytes_like_the_warehouse() {
+        // "Z" < "z" < "ü" in UTF-8 byte order, as Snowflake compares without a collation.
+        let chunks = [chunk(&[
+            (Some("ü"), Some(T)),
+            (Some("Z"), Some(T)),
+            (Some("z"), Some(T)),
+        ])];
+        assert_eq!(max_key(&chunks), Some((T, "ü".into())));
+    }
+
+    #[test]
+    fn future_rows_still_move_the_cursor_past_them() {
+        // The cursor is about paging, not the watermark: a row stamped days
+        // ahead is read once and paged past like any other.
+        let future = T + 3 * 86_400 * 1_000_000_000;
+        let chunks = [chunk(&[(Some("f"), Some(future)), (Some("a"), Some(T))])];
+        assert_eq!(max_key(&chunks), Some((future, "f".into())));
+    }
+
+    #[test]
+    fn unkeyed_rows_never_become_the_cursor() {
+        let chunks = [chunk(&[
+            (None, Some(T + 9)),
+            (Some("x"), None),
+            (Some("a"), Some(T)),
+        ])];
+        assert_eq!(max_key(&chunks), Some((T, "a".into())));
+        assert_eq!(max_key(&[chunk(&[(None, Some(T))])]), None);
+    }
+
+    #[test]
+    fn paging_stops_after_a_short_or_empty_page_and_continues_after_a_full_one() {
+        let key = Some((T, "a".to_string()));
+        assert!(after_page(0, 3, None, "TS").unwrap().is_none());
+        assert_eq!(
+            after_page(2, 3, key.clone(), "TS").unwrap(),
+            Some((key.clone(), true))
+        );
+        assert_eq!(
+            after_page(3, 3, key.clone(), "TS").unwrap(),
+            Some((key, false))
+        );
+        // A short page of unrepresentable times ends the window; a full one cannot be paged past.
+        assert_eq!(after_page(2, 3, None, "TS").unwrap(), Some((None, true)));
+        let e = after_page(3, 3, None, "TS").unwrap_err();
+        assert!(!e.is_retryable() && e.to_string().contains("TS"), "{e}");
     }
 }

@@ -6,7 +6,9 @@
 //!   failure tests.
 //! - [`SnowflakeServer`]: `tests/support/snowflake_server.py` (fakesnow behind a
 //!   compatibility layer for `snowflake-api` 0.14) in its own process, killed on
-//!   drop; [`SnowflakeServer::shared`] gives one per test binary. SQL helpers
+//!   drop; `stop`/`restart` (empty again) and `pause`/`resume` (SIGSTOP, a hung
+//!   server) for failure tests; [`SnowflakeServer::shared`] gives one per test
+//!   binary (not to be stopped). SQL helpers
 //!   (`exec_sql`, `exec_many`, `exec_in`) run through `snowflake-api` with
 //!   [`RewriteBaseUrl`], the middleware that points the crate at a base URL.
 //! - [`result_rows`] renders a `QueryResult` as strings for assertions;
@@ -498,6 +500,17 @@ impl SnowflakeServer {
 
     pub fn pid(&self) -> Option<u32> {
         self.process.lock().unwrap().as_ref().map(|p| p.child.id())
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel
+    /// but nothing answers, like a hung warehouse.
+    pub fn pause(&self) {
+        signal(self.pid().expect("snowflake server is not running"), "STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid().expect("snowflake server is not running"), "CONT");
     }
 
     /// The server's stderr (fakesnow errors, unhandled SQL).

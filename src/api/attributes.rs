@@ -1,0 +1,209 @@
+//! `POST /api/v1/get-online-attributes`: reading the Profiles Store the way
+//! the Signals SDK asks.
+//!
+//! Promises: accepts `entities` (0.1.x) or `attribute_keys` (0.4.x), a map of
+//! join key to a list of identifiers, and `attributes` as
+//! `"{view}_v{version}:{attribute}"`; answers column-shaped JSON: each join
+//! key with its identifiers, and per attribute one value per identifier, in
+//! order (`null` where the entity has no profile). Names are the attribute's
+//! own, or `{feature_view}__{attribute}` with `full_attribute_names` (Feast's
+//! convention). An unknown view or attribute is a 404 that names it; a
+//! malformed request is a 422 naming the key. Values decode as
+//! `profiles::read` documents. Services (`service`) are not supported.
+//!
+//! Assumes a request names few entities (one Redis round trip per entity and view).
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+use serde_json::{Map, Value as Json_};
+
+use super::{json_body, ApiError, ApiResult, Shared};
+use crate::model::View;
+use crate::registry;
+
+/// One requested attribute, resolved.
+struct Wanted<'a> {
+    view: &'a View,
+    /// Index into the view's fields.
+    field: usize,
+    column: String,
+}
+
+fn identifiers(key: &str, v: &Json_) -> ApiResult<Vec<Option<String>>> {
+    let Json_::Array(items) = v else {
+        return Err(ApiError::unprocessable(format!(
+            "entities.{key}: expected a list of identifiers"
+        )));
+    };
+    items
+        .iter()
+        .map(|i| match i {
+            Json_::String(s) => Ok(Some(s.clone())),
+            Json_::Number(n) => Ok(Some(n.to_string())),
+            Json_::Null => Ok(None),
+            other => Err(ApiError::unprocessable(format!(
+                "entities.{key}: `{other}` is not an identifier (text or number)"
+            ))),
+        })
+        .collect()
+}
+
+pub async fn get_online_attributes(
+    State(state): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Json_>> {
+    let body = json_body(body)?;
+    let Json_::Object(req) = body else {
+        return Err(ApiError::unprocessable(
+            "request body: expected a JSON object",
+        ));
+    };
+    if let Some(s) = req.get("service").filter(|s| !s.is_null()) {
+        return Err(ApiError::unprocessable(format!(
+            "service: {s} — services are not supported by this server; ask for `attributes` instead"
+        )));
+    }
+    let mut keys: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+    for form in ["entities", "attribute_keys"] {
+        match req.get(form) {
+            None | Some(Json_::Null) => {}
+            Some(Json_::Object(m)) => {
+                for (k, v) in m {
+                    keys.insert(k.clone(), identifiers(k, v)?);
+                }
+            }
+            Some(_) => {
+                return Err(ApiError::unprocessable(format!(
+                    "{form}: expected an object such as {{\"domain_userid\": [\"abc-123\"]}}"
+                )))
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err(ApiError::unprocessable(
+            "entities: required, e.g. {\"domain_userid\": [\"abc-123\"]} (or attribute_keys)",
+        ));
+    }
+    let rows = keys.values().next().map_or(0, Vec::len);
+    if keys.values().any(|ids| ids.len() != rows) {
+        return Err(ApiError::unprocessable(
+            "entities: every list of identifiers must have the same length (one row each)",
+        ));
+    }
+    let attributes: Vec<String> = match req.get("attributes") {
+        Some(Json_::Array(a)) if !a.is_empty() => a
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                a.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::unprocessable(format!("attributes[{i}]: expected text"))
+                })
+            })
+            .collect::<ApiResult<_>>()?,
+        _ => return Err(ApiError::unprocessable(
+            "attributes: required, a non-empty list such as [\"my_view_v1:TOTAL_TRANSACTIONS\"]",
+        )),
+    };
+    let full = req
+        .get("full_attribute_names")
+        .and_then(Json_::as_bool)
+        .unwrap_or(false);
+
+    let views: HashMap<String, View> = registry::list(&state.store)
+        .await?
+        .into_iter()
+        .map(|v| (v.feast_name(), v))
+        .collect();
+    let mut wanted: Vec<Wanted<'_>> = Vec::with_capacity(attributes.len());
+    for (i, a) in attributes.iter().enumerate() {
+        let (fv, name) = a.split_once(':').ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "attributes[{i}]: `{a}` is not `{{view}}_v{{version}}:{{attribute}}`"
+            ))
+        })?;
+        let view = views.get(fv).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "attributes[{i}]: `{a}`: no view `{fv}` is registered"
+            ))
+        })?;
+        let field = view
+            .fields
+            .iter()
+            .position(|f| f.name == name)
+            .or_else(|| {
+                view.fields
+                    .iter()
+                    .position(|f| f.name.eq_ignore_ascii_case(name))
+            })
+            .ok_or_else(|| {
+                let names: Vec<&str> = view.fields.iter().map(|f| f.name.as_str()).collect();
+                ApiError::not_found(format!(
+                    "attributes[{i}]: `{a}`: view `{fv}` has no attribute `{name}` (it has {})",
+                    names.join(", ")
+                ))
+            })?;
+        if !keys.contains_key(view.entity.join_key()) {
+            return Err(ApiError::unprocessable(format!(
+                "entities: attribute `{a}` is keyed by `{}`, which the request does not give",
+                view.entity.join_key()
+            )));
+        }
+        let field_name = &view.fields[field].name;
+        let column = if full {
+            format!("{fv}__{field_name}")
+        } else {
+            field_name.clone()
+        };
+        if wanted.iter().any(|w| w.column == column) || keys.contains_key(&column) {
+            return Err(ApiError::unprocessable(format!(
+                "attributes[{i}]: `{a}`: the name `{column}` is asked for twice; set full_attribute_names to tell them apart"
+            )));
+        }
+        wanted.push(Wanted {
+            view,
+            field,
+            column,
+        });
+    }
+
+    // One read per (view, entity), whatever the number of its attributes asked.
+    let mut profiles: HashMap<(String, String), Vec<Json_>> = HashMap::new();
+    for w in &wanted {
+        let fv = w.view.feast_name();
+        for id in keys[w.view.entity.join_key()].iter().flatten() {
+            if profiles.contains_key(&(fv.clone(), id.clone())) {
+                continue;
+            }
+            let values = state
+                .store
+                .read_profile(w.view, id)
+                .await?
+                .map(|p| p.values.into_iter().map(|(_, v)| v).collect())
+                .unwrap_or_default();
+            profiles.insert((fv.clone(), id.clone()), values);
+        }
+    }
+
+    let mut out = Map::new();
+    for (k, ids) in &keys {
+        out.insert(k.clone(), Json_::from(ids.clone()));
+    }
+    for w in &wanted {
+        let fv = w.view.feast_name();
+        let column: Vec<Json_> = keys[w.view.entity.join_key()]
+            .iter()
+            .map(|id| {
+                id.as_ref()
+                    .and_then(|id| profiles.get(&(fv.clone(), id.clone())))
+                    .and_then(|values| values.get(w.field).cloned())
+                    .unwrap_or(Json_::Null)
+            })
+            .collect();
+        out.insert(w.column.clone(), Json_::Array(column));
+    }
+    Ok(Json(Json_::Object(out)))
+}

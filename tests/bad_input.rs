@@ -1,0 +1,471 @@
+//! Bad input, each case run for real through the built binary: broken config
+//! files and environment values, missing or unreadable credentials,
+//! unreachable hosts, invalid views, identifiers that look like SQL, and
+//! Redis answering with errors (wrong password, read-only replica, OOM).
+//! Every case must end in one clear line naming the file, key or column;
+//! `run` must wait for what is unreachable instead of exiting.
+
+mod rig;
+mod support;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use rig::{shown, view_json, Rig};
+use serde_json::{json, Value as Json};
+use support::{materializer_bin, scratch_dir, RedisServer};
+
+const WAREHOUSE: &str = r#"
+[warehouse]
+kind = "snowflake"
+account = "testacct"
+user = "SIGNALS"
+"#;
+
+/// Writes `text` as a config in a fresh directory and runs `args` with it.
+fn with_config(text: &str, args: &[&str], env: &[(&str, &str)]) -> (Output, PathBuf) {
+    let dir = scratch_dir("badcfg");
+    let path = dir.join("materializer.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut c = std::process::Command::new(materializer_bin());
+    c.arg("--config").arg(&path).args(args).current_dir(&dir);
+    c.env_remove("RUST_LOG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    (c.output().unwrap(), path)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The config error: exit code 2 and exactly one line on stderr.
+fn config_error(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{}", shown(out));
+    let err = stderr(out);
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    err
+}
+
+#[test]
+fn malformed_toml_exits_2_naming_the_file_and_the_line() {
+    let (out, path) = with_config(
+        &format!("{WAREHOUSE}password = \"x\"\n[sync\npage_rows = 3\n"),
+        &["status"],
+        &[],
+    );
+    let err = config_error(&out);
+    assert!(
+        err.contains(path.to_str().unwrap()) && err.contains("line 7"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_durations_exit_2_naming_the_key_and_value() {
+    let (out, _) = with_config(
+        &format!("{WAREHOUSE}password = \"x\"\n[scheduler]\ninterval = \"5 parsecs\"\n"),
+        &["status"],
+        &[],
+    );
+    let err = config_error(&out);
+    assert!(
+        err.contains("interval") && err.contains("5 parsecs"),
+        "{err}"
+    );
+
+    let (out, _) = with_config(
+        &format!("{WAREHOUSE}password = \"x\"\n"),
+        &["status"],
+        &[("MATERIALIZER__SYNC__LEASE_TTL", "soon")],
+    );
+    let err = config_error(&out);
+    assert!(err.contains("lease_ttl") && err.contains("soon"), "{err}");
+}
+
+#[test]
+fn missing_credentials_exit_2_naming_the_settings() {
+    let (out, _) = with_config(WAREHOUSE, &["sync"], &[]);
+    let err = config_error(&out);
+    assert!(
+        err.contains("no credentials") && err.contains("MATERIALIZER__WAREHOUSE__PASSWORD"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_or_non_pem_key_files_exit_2_naming_the_key_and_path() {
+    let missing = "/nonexistent/materializer/key.p8";
+    let (out, _) = with_config(
+        &format!("{WAREHOUSE}private_key_path = \"{missing}\"\n"),
+        &["sync"],
+        &[],
+    );
+    let err = config_error(&out);
+    assert!(
+        err.contains("warehouse.private_key_path") && err.contains(missing),
+        "{err}"
+    );
+
+    let dir = scratch_dir("notpem");
+    let not_pem = dir.join("key.txt");
+    std::fs::write(&not_pem, "hello, not a key\n").unwrap();
+    let (out, _) = with_config(
+        &format!("{WAREHOUSE}private_key_path = \"{}\"\n", not_pem.display()),
+        &["run"],
+        &[],
+    );
+    let err = config_error(&out);
+    assert!(err.contains("is not a PEM private key"), "{err}");
+
+    let (out, _) = with_config(
+        &format!("{WAREHOUSE}password_file = \"{missing}\"\n"),
+        &["run"],
+        &[],
+    );
+    let err = config_error(&out);
+    assert!(
+        err.contains("warehouse.password_file") && err.contains(missing),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_keys_are_warned_with_their_name_and_reported_by_check() {
+    let rig = Rig::shared().await;
+    let text = std::fs::read_to_string(&rig.config)
+        .unwrap()
+        .replace("[sync]\n", "[sync]\nlookbak = \"1m\"\n");
+    std::fs::write(&rig.config, text).unwrap();
+    let out = rig.materializer(&["status"], &[("MATERIALIZER__SCHEDULER__INTERVALL", "1m")]);
+    assert!(out.status.success(), "{}", shown(&out));
+    let err = stderr(&out);
+    for key in ["sync.lookbak", "scheduler.intervall"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("unknown config key ignored") && l.contains(key)),
+            "{key}: {err}"
+        );
+    }
+    let out = rig.materializer(&["check"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{}", shown(&out));
+    assert!(
+        stdout.contains("PROBLEM  config: unknown key `sync.lookbak`"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_redis_fails_sync_quickly_and_run_waits_for_it() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("late_redis", 20).await;
+    rig.insert(t, 50).await;
+    rig.redis.stop();
+
+    let started = Instant::now();
+    let out = rig.materializer(&["sync"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let err = stderr(&out);
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("cannot connect to Redis at redis://127.0.0.1:")
+            && last.contains(&rig.redis.port.to_string()),
+        "{err}"
+    );
+
+    let mut daemon = rig.spawn("daemon", &["run"], &[]);
+    assert!(
+        daemon
+            .wait_event("cannot start; retrying", Duration::from_secs(15))
+            .await,
+        "{}",
+        daemon.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(daemon.is_running(), "{}", daemon.log_text());
+    rig.redis.restart();
+    assert!(
+        rig.wait_converged(t, Duration::from_secs(40)).await,
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_warehouse_keeps_the_daemon_up_and_fails_sync_with_a_clear_error() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("no_wh", 20).await;
+    rig.insert(t, 50).await;
+    let port = support::free_port();
+    let text = std::fs::read_to_string(&rig.config)
+        .unwrap()
+        .replace(&rig.sf.base_url, &format!("http://127.0.0.1:{port}"));
+    std::fs::write(&rig.config, text).unwrap();
+
+    let out = rig.materializer(&["sync"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(
+        stdout.contains("no_wh:1  FAILED (retryable)") && stdout.contains("warehouse:"),
+        "{stdout}"
+    );
+
+    let mut daemon = rig.spawn("daemon", &["run"], &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(daemon.is_running(), "{}", daemon.log_text());
+    assert!(daemon
+        .events("run failed; retrying after backoff")
+        .iter()
+        .any(|e| e["failures"].as_u64() >= Some(2)));
+    daemon.signal("TERM");
+    assert!(daemon
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_view_files_are_skipped_naming_file_and_field_while_the_others_sync() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("good_view", 20).await;
+    rig.insert(t, 50).await;
+    let bad = rig.dir.join("views/bad.json");
+    let mut v = view_json("bad_view", &rig.db, "WHATEVER");
+    v["fields"] = json!([{"name": "SCORE", "type": "decimal"}]);
+    std::fs::write(&bad, v.to_string()).unwrap();
+    std::fs::write(rig.dir.join("views/broken.json"), "{\"name\": ").unwrap();
+    // A view whose field column does not exist fails its runs, naming the column.
+    let mut v = view_json("missing_column", &rig.db, &rig.tables[t].table);
+    v["fields"] = json!([{"name": "NOPE", "type": "int64"}]);
+    std::fs::write(rig.dir.join("views/missing_column.json"), v.to_string()).unwrap();
+
+    let out = rig.materializer(&["sync"], &[]);
+    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(stdout.contains("good_view:1  ok"), "{stdout}");
+    assert!(
+        stdout.contains("missing_column:1  FAILED (permanent)")
+            && stdout.contains("`NOPE` not found"),
+        "{stdout}"
+    );
+    assert!(
+        err.contains("bad.json") && err.contains("SCORE") && err.contains("unknown type `decimal`"),
+        "{err}"
+    );
+    assert!(err.contains("broken.json"), "{err}");
+    rig.assert_converged(t).await;
+    assert_eq!(rig.watermark("missing_column").await, None);
+
+    let out = rig.materializer(&["check"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("PROBLEM  view file:") && stdout.contains("bad.json"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identifiers_with_quotes_spaces_and_sql_are_quoted_never_executed() {
+    let rig = Rig::shared().await;
+    let table = r#"weird"; DROP TABLE CANARY; --"#;
+    let (entity, value, ts) = ("user id", r#"va"l; DELETE FROM CANARY"#, "ts' OR '1'='1");
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    rig.sf
+        .exec_in(
+            &rig.db,
+            "PUBLIC",
+            &[
+                "CREATE TABLE CANARY (X INT)",
+                "INSERT INTO CANARY VALUES (1)",
+                &format!(
+                    "CREATE TABLE {} ({} VARCHAR, {} NUMBER(38,0), {} TIMESTAMP_NTZ)",
+                    q(table),
+                    q(entity),
+                    q(value),
+                    q(ts)
+                ),
+                // Entity values with quotes and backslashes end pages (page_rows = 1),
+                // so they go into the keyset literal of the next query.
+                &format!(
+                    r#"INSERT INTO {} VALUES ('o''brien\\', 1, '2024-01-01 00:00:01'),
+                       ('x'' OR ''1''=''1', 2, '2024-01-01 00:00:02'), ('plain', 3, '2024-01-01 00:00:03')"#,
+                    q(table)
+                ),
+            ],
+        )
+        .await;
+    let view = json!({
+        "name": "weird", "version": 1,
+        "entity": {"name": entity},
+        "batch_source": {"database": rig.db, "schema": "PUBLIC", "table": table, "timestamp_field": ts},
+        "fields": [{"name": value, "type": "int64"}],
+    });
+    std::fs::write(rig.dir.join("views/weird.json"), view.to_string()).unwrap();
+    let out = rig.materializer(&["sync"], &[("MATERIALIZER__SYNC__PAGE_ROWS", "1")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", shown(&out));
+    assert!(stdout.contains("read=3 written=3"), "{stdout}");
+
+    let canary = rig
+        .sf
+        .exec_in(&rig.db, "PUBLIC", &["SELECT COUNT(*) FROM CANARY"])
+        .await;
+    assert_eq!(
+        support::result_rows(&canary[0]),
+        vec![vec![Some("1".to_string())]]
+    );
+    let out = rig.materializer(
+        &[
+            "profile",
+            "--view",
+            "weird",
+            r"o'brien\",
+            "x' OR '1'='1",
+            "plain",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", shown(&out));
+    let got: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let values: Vec<&Json> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["values"][value])
+        .collect();
+    assert_eq!(values, [&json!(1), &json!(2), &json!(3)], "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_auth_errors_are_one_clear_line_without_the_password() {
+    let rig = Rig::shared().await;
+    let mut c = rig.redis_conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("right-pass-4471")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for (url, expect) in [
+        (
+            format!("redis://:wrong-pass-9120@127.0.0.1:{}/", rig.redis.port),
+            "authentication failed",
+        ),
+        (
+            format!("redis://127.0.0.1:{}/", rig.redis.port),
+            "authentication required",
+        ),
+    ] {
+        let text = std::fs::read_to_string(&rig.config)
+            .unwrap()
+            .replace(&rig.redis.url, &url);
+        let dir = scratch_dir("auth");
+        let cfg = dir.join("m.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let out = std::process::Command::new(materializer_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("sync")
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+        let last = err.trim().lines().last().unwrap().to_lowercase();
+        assert!(
+            last.contains("redis at redis://") && last.contains(expect),
+            "{err}"
+        );
+        assert!(
+            !err.contains("wrong-pass-9120") && !err.contains("right-pass"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_replica_is_refused_clearly_and_run_starts_once_it_is_promoted() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("replica", 20).await;
+    rig.insert(t, 60).await;
+    let primary = RedisServer::start();
+    let mut c = rig.redis_conn().await;
+    let replicaof = |host: &str, port: &str| {
+        let mut cmd = redis::cmd("REPLICAOF");
+        cmd.arg(host).arg(port);
+        cmd
+    };
+    let _: () = replicaof("127.0.0.1", &primary.port.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    let out = rig.materializer(&["sync"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    let last = err.trim().lines().last().unwrap();
+    assert!(
+        last.contains("Redis at redis://") && last.contains("read only replica"),
+        "{err}"
+    );
+
+    let daemon = rig.spawn("daemon", &["run"], &[]);
+    assert!(
+        daemon
+            .wait_event("cannot start; retrying", Duration::from_secs(15))
+            .await,
+        "{}",
+        daemon.log_text()
+    );
+    let waiting = daemon.events("cannot start; retrying");
+    assert!(
+        waiting[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("read only replica"),
+        "{}",
+        daemon.log_text()
+    );
+    // Failover: the replica is promoted; the waiting daemon starts and syncs.
+    let _: () = replicaof("NO", "ONE").query_async(&mut c).await.unwrap();
+    assert!(
+        rig.wait_converged(t, Duration::from_secs(40)).await,
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_out_of_memory_fails_the_run_clearly_and_keeps_the_watermark() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("oom", 20).await;
+    rig.insert(t, 60).await;
+    let out = rig.materializer(&["sync"], &[]);
+    assert!(out.status.success(), "{}", shown(&out));
+    let committed = rig.watermark("oom").await;
+    rig.insert(t, 60).await;
+
+    let mut c = rig.redis_conn().await;
+    let set = |v: &str| {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg("maxmemory").arg(v);
+        cmd
+    };
+    let _: () = set("1").query_async(&mut c).await.unwrap();
+    let out = rig.materializer(&["sync"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(
+        stdout.contains("oom:1  FAILED (retryable)") && stdout.contains("OOM"),
+        "{}",
+        shown(&out)
+    );
+    assert_eq!(rig.watermark("oom").await, committed);
+    let _: () = set("0").query_async(&mut c).await.unwrap();
+    let out = rig.materializer(&["sync"], &[]);
+    assert!(out.status.success(), "{}", shown(&out));
+    rig.assert_converged(t).await;
+}

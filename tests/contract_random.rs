@@ -1,0 +1,978 @@
+//! The sync contract, proven against a full-refresh oracle.
+//!
+//! Randomized, seeded histories interleave `sync` runs with every kind of
+//! change an attribute table sees in practice: appends, in-place updates,
+//! restatements that keep their timestamp, bulk updates stamping more rows
+//! than a page with one timestamp, late rows inside the lookback, duplicate
+//! rows, NULL entities and timestamps, rows stamped days in the future, and a
+//! lagging writer replaying an old snapshot. After every run (and after every
+//! replay) the Profiles Store must equal what a full refresh would write: for
+//! every entity, the values and timestamp of its latest row in the table as
+//! it is *now* (read back with SQL, not from the generator's bookkeeping), and
+//! nothing for entities that have no keyed row.
+//!
+//! Runs go through the real `Runner` in-process and, at random, through the
+//! built binary (`materializer sync`), against the real Snowflake-protocol
+//! server and a real Redis. A failure prints the seed, the run, the first
+//! diverging entity and the recent history; `MATERIALIZER_CONTRACT_SEED=<seed>`
+//! replays exactly that history. `MATERIALIZER_CONTRACT_SEEDS` (default 3) and
+//! `MATERIALIZER_CONTRACT_RUNS` (runs per seed, default 14) make longer local
+//! runs.
+//!
+//! Also here: `sync.full_resync_every` end to end, converging a row that
+//! arrived later than the lookback (which incremental runs are allowed to miss).
+//!
+//! The generator keeps the oracle unambiguous (see DESIGN.md's assumption that
+//! an entity's timestamps only move forward): no deletes, no UPDATE moves a
+//! timestamp backwards, and two rows of one entity share a timestamp only when
+//! they are identical (duplicates) — a restatement UPDATEs its row in place.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use materializer::config::Config;
+use materializer::metrics::Metrics;
+use materializer::model::View;
+use materializer::profiles::{feast, read::Profile, ProfileStore, Upsert, WriteSpec};
+use materializer::sync::Runner;
+use materializer::warehouse::{self, sql, Nanos};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value as Json};
+use snowflake_api::SnowflakeApi;
+use support::{materializer_bin, result_rows, scratch_dir, unique_name, RedisServer};
+use tokio_util::sync::CancellationToken;
+
+const SECOND: Nanos = 1_000_000_000;
+const MINUTE: Nanos = 60 * SECOND;
+const HOUR: Nanos = 60 * MINUTE;
+const DAY: Nanos = 24 * HOUR;
+/// `sync.lookback` of every world here.
+const LOOKBACK: Nanos = 10 * MINUTE;
+const TABLE: &str = "CONTRACT";
+const VIEW: &str = "contract";
+const PROJECT: &str = "contract";
+const STATE_PREFIX: &str = "materializer:";
+
+/// One table, one view, one Redis, a config usable both in-process and by the binary.
+struct World {
+    redis: RedisServer,
+    db: String,
+    dir: PathBuf,
+    config: PathBuf,
+    sql: SnowflakeApi,
+    view: View,
+    runner: Runner,
+}
+
+impl World {
+    async fn new(page_rows: usize, extra_sync: &str) -> World {
+        let sf = support::SnowflakeServer::shared();
+        let redis = RedisServer::start();
+        let db = unique_name("CONTRACT");
+        let dir = scratch_dir("contract");
+        let sql = sf.api(Some(&db), Some("SIGNALS"));
+        exec(
+            &sql,
+            &format!(
+                r#"CREATE TABLE "{TABLE}" ("DOMAIN_USERID" VARCHAR, "V" NUMBER(38,0), "S" VARCHAR,
+                   "W" NUMBER(38,0), "UPDATED_AT" TIMESTAMP_NTZ(9))"#
+            ),
+        )
+        .await;
+        let views = dir.join("views");
+        std::fs::create_dir_all(&views).unwrap();
+        let view_json = json!({
+            "name": VIEW, "version": 1, "entity": {"name": "domain_userid"},
+            "batch_source": {"name": "contract_source", "database": db, "schema": "SIGNALS",
+                             "table": TABLE, "timestamp_field": "UPDATED_AT"},
+            "fields": [{"name": "V", "type": "int64"}, {"name": "S", "type": "string"},
+                       {"name": "W", "type": "int32"}],
+            "online": true
+        });
+        let view_file = views.join("contract.json");
+        std::fs::write(&view_file, view_json.to_string()).unwrap();
+        let config = dir.join("materializer.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[sync]
+lookback = "10m"
+max_future_skew = "5m"
+page_rows = {page_rows}
+write_batch = 7
+{extra_sync}
+[warehouse]
+kind = "snowflake"
+account = "testacct"
+user = "SIGNALS"
+password = "test-password"
+database = "{db}"
+base_url = "{base}"
+query_timeout = "30s"
+[profiles]
+redis_url = "{redis}"
+project = "{PROJECT}"
+state_prefix = "{STATE_PREFIX}"
+[registry]
+files = ["{views}/*.json"]
+[log]
+format = "text"
+"#,
+                base = sf.base_url,
+                redis = redis.url,
+                views = views.display()
+            ),
+        )
+        .unwrap();
+        let loaded = Config::load(&config, Vec::new()).expect("config loads");
+        let store = ProfileStore::connect(&loaded.config.profiles)
+            .await
+            .expect("redis");
+        let view = materializer::registry::read_file(&view_file)
+            .unwrap()
+            .remove(0);
+        materializer::registry::apply(&store, std::slice::from_ref(&view))
+            .await
+            .unwrap();
+        let runner = Runner {
+            warehouse: warehouse::build(&loaded.config.warehouse).unwrap(),
+            store,
+            config: loaded.config.sync.clone(),
+            replica: "contract-test".into(),
+            metrics: Arc::new(Metrics::default()),
+        };
+        World {
+            redis,
+            db,
+            dir,
+            config,
+            sql,
+            view,
+            runner,
+        }
+    }
+
+    fn store(&self) -> &ProfileStore {
+        &self.runner.store
+    }
+
+    async fn exec(&self, text: &str) {
+        exec(&self.sql, text).await;
+    }
+
+    /// One run in this process; panics unless it succeeded.
+    async fn run_in_process(&self) -> materializer::profiles::RunRecord {
+        let (rec, outcome) = self.runner.run(&self.view, &CancellationToken::new()).await;
+        if let Err(e) = outcome {
+            panic!("in-process run of {} failed: {e}; record {rec:?}", self.db);
+        }
+        rec
+    }
+
+    /// One `materializer sync` of the built binary; panics unless it succeeded.
+    fn run_binary(&self) -> String {
+        let out = std::process::Command::new(materializer_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("sync")
+            .current_dir(&self.dir)
+            .output()
+            .expect("run materializer");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "materializer sync failed\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// The full-refresh oracle: the latest keyed row per entity, read from the table now.
+    async fn oracle(&self) -> BTreeMap<String, Latest> {
+        let rows = query(
+            &self.sql,
+            &format!(r#"SELECT "DOMAIN_USERID", "UPDATED_AT", "V", "S", "W" FROM "{TABLE}""#),
+        )
+        .await;
+        let mut best: BTreeMap<String, Latest> = BTreeMap::new();
+        for r in rows {
+            let (Some(entity), Some(ts)) = (r[0].clone(), r[1].as_deref().map(parse_ntz)) else {
+                continue;
+            };
+            let row = Latest {
+                ts,
+                v: r[2].as_deref().map(|v| v.parse().expect("V is an integer")),
+                s: r[3].clone(),
+                w: r[4].as_deref().map(|w| w.parse().expect("W is an integer")),
+            };
+            match best.get(&entity) {
+                Some(cur) if cur.ts > row.ts => {}
+                Some(cur) if cur.ts == row.ts && *cur != row => panic!(
+                    "test bug: ambiguous oracle, entity {entity:?} has two different rows at {}",
+                    fmt_ts(ts)
+                ),
+                _ => {
+                    best.insert(entity, row);
+                }
+            }
+        }
+        best
+    }
+
+    /// Every profile key in Redis (the daemon's own keys excluded).
+    async fn profile_keys(&self) -> usize {
+        let mut conn = self.redis.connection().await;
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.iter()
+            .filter(|k| !k.starts_with(STATE_PREFIX.as_bytes()))
+            .count()
+    }
+
+    /// The first entity whose stored profile differs from the oracle, as a message.
+    async fn divergence(
+        &self,
+        universe: &BTreeSet<String>,
+        oracle: &BTreeMap<String, Latest>,
+    ) -> Option<String> {
+        for entity in universe {
+            let got = self
+                .store()
+                .read_profile(&self.view, entity)
+                .await
+                .expect("read profile");
+            let want = oracle.get(entity).map(Latest::profile);
+            if got != want {
+                return Some(format!(
+                    "entity {entity:?}: Redis holds {} but a full refresh writes {}",
+                    show(&got),
+                    show(&want)
+                ));
+            }
+        }
+        let keys = self.profile_keys().await;
+        (keys != oracle.len()).then(|| {
+            format!(
+                "Redis holds {keys} profiles, a full refresh writes {}",
+                oracle.len()
+            )
+        })
+    }
+}
+
+async fn exec(api: &SnowflakeApi, text: &str) {
+    if let Err(e) = api.exec(text).await {
+        panic!("SQL failed: {e}\n{}", truncate(text, 2000));
+    }
+}
+
+async fn query(api: &SnowflakeApi, text: &str) -> Vec<Vec<Option<String>>> {
+    match api.exec(text).await {
+        Ok(r) => result_rows(&r),
+        Err(e) => panic!("SQL failed: {e}\n{text}"),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    let mut end = s.len().min(n);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `2024-05-01 10:00:00.123456000` (how the harness renders TIMESTAMP_NTZ) as nanos.
+fn parse_ntz(s: &str) -> Nanos {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+        .unwrap_or_else(|e| panic!("timestamp {s:?}: {e}"))
+        .and_utc()
+        .timestamp_nanos_opt()
+        .expect("in range")
+}
+
+fn fmt_ts(n: Nanos) -> String {
+    materializer::sync::format_nanos(n)
+}
+
+fn show(p: &Option<Profile>) -> String {
+    match p {
+        None => "nothing".into(),
+        Some(p) => format!(
+            "{} at {}",
+            Json::Object(p.values.iter().cloned().collect()),
+            p.ts.map(fmt_ts).unwrap_or_else(|| "no time".into())
+        ),
+    }
+}
+
+/// One keyed row as the oracle sees it.
+#[derive(Debug, Clone, PartialEq)]
+struct Latest {
+    ts: Nanos,
+    v: Option<i64>,
+    s: Option<String>,
+    w: Option<i64>,
+}
+
+impl Latest {
+    fn w_int32(&self) -> Option<i32> {
+        self.w.and_then(|w| i32::try_from(w).ok())
+    }
+
+    fn profile(&self) -> Profile {
+        Profile {
+            ts: Some(self.ts),
+            values: vec![
+                ("V".into(), self.v.map_or(Json::Null, |v| json!(v))),
+                ("S".into(), self.s.clone().map_or(Json::Null, Json::String)),
+                // Beyond int32: skipped, so a full refresh stores null.
+                ("W".into(), self.w_int32().map_or(Json::Null, |w| json!(w))),
+            ],
+        }
+    }
+}
+
+/// A row of the table as the generator tracks it (to pick what to change next).
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    entity: Option<String>,
+    ts: Option<Nanos>,
+    v: i64,
+    s: String,
+}
+
+/// Inserts rows into the table (the generator tracks them separately).
+async fn insert(w: &World, rows: &[Row]) {
+    let values: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "({}, {}, {}, {}, {})",
+                lit_opt_str(&r.entity),
+                r.v,
+                sql::string_literal(&r.s),
+                w_of(r.v),
+                lit_ts(r.ts)
+            )
+        })
+        .collect();
+    w.exec(&format!(
+        r#"INSERT INTO "{TABLE}" ("DOMAIN_USERID", "V", "S", "W", "UPDATED_AT") VALUES {}"#,
+        values.join(", ")
+    ))
+    .await;
+}
+
+/// The int32 field `W` of a row with value `v`: mostly small, sometimes at
+/// the edge of int32, sometimes beyond it (a skipped field) or NULL.
+fn w_of(v: i64) -> String {
+    match v % 6 {
+        0 => "NULL".into(),
+        1 => (i64::from(i32::MAX) + v).to_string(),
+        2 => i32::MIN.to_string(),
+        _ => (v * 7).to_string(),
+    }
+}
+
+fn lit_opt_str(s: &Option<String>) -> String {
+    s.as_deref()
+        .map(sql::string_literal)
+        .unwrap_or_else(|| "NULL".into())
+}
+
+fn lit_ts(ts: Option<Nanos>) -> String {
+    ts.map(|t| sql::timestamp_literal(t, false))
+        .unwrap_or_else(|| "NULL".into())
+}
+
+/// Entity names that stress quoting and the keyset's string order (prefixes,
+/// case, trailing space, multi-byte UTF-8, quotes and backslashes).
+const TRICKY: [&str; 12] = [
+    "a",
+    "a ",
+    "A",
+    "ab",
+    "o'neil",
+    "back\\slash",
+    "quote\"d",
+    "ü-umlaut",
+    "Ü",
+    "日本",
+    "e1",
+    "e10",
+];
+
+/// A randomized history against one world; see the module doc.
+struct History {
+    seed: u64,
+    rng: StdRng,
+    page_rows: usize,
+    /// The generator's copy of the table.
+    rows: Vec<Row>,
+    /// Every entity ever named (keyed or not): the oracle check covers them all.
+    universe: BTreeSet<String>,
+    /// Event time of "now" in the history; moves forward, far behind the warehouse's clock.
+    clock: Nanos,
+    /// The warehouse's CURRENT_TIMESTAMP when the history started.
+    warehouse_now: Nanos,
+    next_value: i64,
+    next_entity: usize,
+    /// Oracles of earlier runs, for the lagging-writer replay.
+    snapshots: Vec<BTreeMap<String, Latest>>,
+    log: Vec<String>,
+}
+
+impl History {
+    fn new(seed: u64, page_rows: usize, warehouse_now: Nanos) -> History {
+        History {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            page_rows,
+            rows: Vec::new(),
+            universe: BTreeSet::new(),
+            // Whole minutes, so equal timestamps across entities are common.
+            clock: (warehouse_now - 3 * DAY).div_euclid(MINUTE) * MINUTE,
+            warehouse_now,
+            next_value: 1,
+            next_entity: 0,
+            snapshots: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, s: String) {
+        self.log.push(s);
+    }
+
+    fn value(&mut self) -> (i64, String) {
+        let v = self.next_value;
+        self.next_value += 1;
+        let flavour = ["", " ü", " o'q", " \\n", " \"x\""]
+            .choose(&mut self.rng)
+            .unwrap();
+        (v, format!("v{v}{flavour}"))
+    }
+
+    fn new_entity(&mut self) -> String {
+        let unused: Vec<&str> = TRICKY
+            .iter()
+            .copied()
+            .filter(|t| !self.universe.contains(*t))
+            .collect();
+        let e = if !unused.is_empty() && self.rng.gen_bool(0.3) {
+            unused.choose(&mut self.rng).unwrap().to_string()
+        } else {
+            self.next_entity += 1;
+            format!("e{}", self.next_entity)
+        };
+        self.universe.insert(e.clone());
+        e
+    }
+
+    fn any_entity(&mut self) -> String {
+        let known: Vec<String> = self.universe.iter().cloned().collect();
+        if known.is_empty() || self.rng.gen_bool(0.3) {
+            self.new_entity()
+        } else {
+            known.choose(&mut self.rng).unwrap().clone()
+        }
+    }
+
+    /// Moves the event clock forward by 0..=90 s: a step of 0 makes ties.
+    fn tick(&mut self) -> Nanos {
+        let step = *[0, 0, SECOND, 7 * SECOND, 30 * SECOND, 90 * SECOND]
+            .choose(&mut self.rng)
+            .unwrap();
+        self.clock += step;
+        if self.rng.gen_bool(0.3) {
+            // Sub-second times, at the microsecond precision the table keeps.
+            self.clock += self.rng.gen_range(1..1_000_000) * 1000;
+        }
+        self.clock
+    }
+
+    /// `ts`, moved forward by microseconds until `entity` has no row at it
+    /// (two different rows of one entity at one time would make the oracle ambiguous).
+    fn free_ts(&self, entity: &str, mut ts: Nanos) -> Nanos {
+        while self
+            .rows
+            .iter()
+            .any(|r| r.entity.as_deref() == Some(entity) && r.ts == Some(ts))
+        {
+            ts += 1000;
+        }
+        ts
+    }
+
+    /// The newest row of every keyed entity, by index into `rows`.
+    fn latest_rows(&self) -> Vec<usize> {
+        let mut best: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, r) in self.rows.iter().enumerate() {
+            if let (Some(e), Some(ts)) = (r.entity.as_deref(), r.ts) {
+                if best.get(e).is_none_or(|&j| self.rows[j].ts < Some(ts)) {
+                    best.insert(e, i);
+                }
+            }
+        }
+        best.into_values().collect()
+    }
+
+    /// Inserts rows into the table and tracks them.
+    async fn insert(&mut self, w: &World, rows: Vec<Row>) {
+        insert(w, &rows).await;
+        self.rows.extend(rows);
+    }
+
+    /// UPDATEs every copy of the keyed row `(entity, at)` to new values (and time).
+    async fn update(&mut self, w: &World, entity: &str, at: Nanos, to: Nanos) {
+        let (v, s) = self.value();
+        w.exec(&format!(
+            r#"UPDATE "{TABLE}" SET "V" = {v}, "S" = {}, "W" = {}, "UPDATED_AT" = {}
+               WHERE "DOMAIN_USERID" = {} AND "UPDATED_AT" = {}"#,
+            sql::string_literal(&s),
+            w_of(v),
+            lit_ts(Some(to)),
+            sql::string_literal(entity),
+            lit_ts(Some(at))
+        ))
+        .await;
+        for r in &mut self.rows {
+            if r.entity.as_deref() == Some(entity) && r.ts == Some(at) {
+                (r.v, r.s, r.ts) = (v, s.clone(), Some(to));
+            }
+        }
+    }
+
+    fn fresh_row(&mut self, entity: Option<String>, ts: Option<Nanos>) -> Row {
+        let (v, s) = self.value();
+        Row { entity, ts, v, s }
+    }
+
+    /// Appends 1..=6 rows at the head of time (existing or new entities).
+    async fn append(&mut self, w: &World) {
+        let n = self.rng.gen_range(1..=6);
+        let mut rows = Vec::new();
+        for _ in 0..n {
+            let e = self.any_entity();
+            let t = self.tick();
+            let ts = self.free_ts(&e, t);
+            let row = self.fresh_row(Some(e), Some(ts));
+            // Tracked at once, so the next row of this batch sees its time taken.
+            self.rows.push(row.clone());
+            rows.push(row);
+        }
+        self.note(format!("append {n} rows"));
+        insert(w, &rows).await;
+    }
+
+    /// More rows than a page, all stamped with one time: new rows for a mix of
+    /// known and new entities, or an UPDATE of their latest rows in place.
+    async fn bulk(&mut self, w: &World) {
+        let t = self.tick();
+        let n = self.page_rows + self.rng.gen_range(1..=2 * self.page_rows);
+        if self.rng.gen_bool(0.5) {
+            let mut entities = BTreeSet::new();
+            while entities.len() < n {
+                let e = self.any_entity();
+                entities.insert(e);
+            }
+            let mut rows = Vec::new();
+            for e in entities {
+                let ts = self.free_ts(&e, t);
+                rows.push(self.fresh_row(Some(e), Some(ts)));
+            }
+            self.note(format!("bulk insert {n} rows at {}", fmt_ts(t)));
+            self.insert(w, rows).await;
+        } else {
+            let mut latest = self.latest_rows();
+            latest.shuffle(&mut self.rng);
+            latest.truncate(n);
+            let picked: Vec<(String, Nanos)> = latest
+                .iter()
+                .map(|&i| {
+                    (
+                        self.rows[i].entity.clone().unwrap(),
+                        self.rows[i].ts.unwrap(),
+                    )
+                })
+                // Only forward in time: an UPDATE never moves an entity back.
+                .filter(|(_, at)| *at < t)
+                .collect();
+            if picked.is_empty() {
+                return;
+            }
+            let (v, s) = self.value();
+            let cond: Vec<String> = picked
+                .iter()
+                .map(|(e, at)| {
+                    format!(
+                        r#"("DOMAIN_USERID" = {} AND "UPDATED_AT" = {})"#,
+                        sql::string_literal(e),
+                        lit_ts(Some(*at))
+                    )
+                })
+                .collect();
+            w.exec(&format!(
+                r#"UPDATE "{TABLE}" SET "V" = {v}, "S" = {}, "W" = {}, "UPDATED_AT" = {} WHERE {}"#,
+                sql::string_literal(&s),
+                w_of(v),
+                lit_ts(Some(t)),
+                cond.join(" OR ")
+            ))
+            .await;
+            for (e, at) in &picked {
+                for r in &mut self.rows {
+                    if r.entity.as_deref() == Some(e) && r.ts == Some(*at) {
+                        (r.v, r.s, r.ts) = (v, s.clone(), Some(t));
+                    }
+                }
+            }
+            self.note(format!(
+                "bulk update of {} latest rows to {}",
+                picked.len(),
+                fmt_ts(t)
+            ));
+        }
+    }
+
+    /// An entity's latest row gets new values and a newer time, in place.
+    async fn update_in_place(&mut self, w: &World) {
+        let latest = self.latest_rows();
+        let Some(&i) = latest.choose(&mut self.rng) else {
+            return;
+        };
+        let (e, at) = (
+            self.rows[i].entity.clone().unwrap(),
+            self.rows[i].ts.unwrap(),
+        );
+        let t = self.tick().max(at + 1000);
+        let to = self.free_ts(&e, t);
+        self.note(format!("update {e:?}@{} to {}", fmt_ts(at), fmt_ts(to)));
+        self.update(w, &e, at, to).await;
+    }
+
+    /// A keyed row inside the next run's window gets new values, keeping its time.
+    async fn restate(&mut self, w: &World, watermark: Option<Nanos>) {
+        let floor = watermark.map(|w| w - LOOKBACK + SECOND);
+        let candidates: Vec<(String, Nanos)> = self
+            .rows
+            .iter()
+            .filter_map(|r| Some((r.entity.clone()?, r.ts?)))
+            .filter(|(_, ts)| floor.is_none_or(|f| *ts > f))
+            .collect();
+        let Some((e, at)) = candidates.choose(&mut self.rng).cloned() else {
+            return;
+        };
+        self.note(format!("restate {e:?}@{}", fmt_ts(at)));
+        self.update(w, &e, at, at).await;
+    }
+
+    /// Rows stamped behind the watermark, but inside the lookback.
+    async fn late(&mut self, w: &World, watermark: Option<Nanos>) {
+        let Some(wm) = watermark else { return };
+        let n = self.rng.gen_range(1..=3);
+        let mut rows = Vec::new();
+        for _ in 0..n {
+            let e = self.any_entity();
+            let back = self.rng.gen_range(0..(LOOKBACK - 2 * SECOND) / 1000) * 1000;
+            let ts = self.free_ts(&e, wm - back);
+            let row = self.fresh_row(Some(e), Some(ts));
+            self.rows.push(row.clone());
+            rows.push(row);
+        }
+        self.note(format!("{n} late rows behind the watermark {}", fmt_ts(wm)));
+        insert(w, &rows).await;
+    }
+
+    /// An exact copy of an existing row.
+    async fn duplicate(&mut self, w: &World) {
+        let Some(r) = self.rows.choose(&mut self.rng).cloned() else {
+            return;
+        };
+        self.note(format!("duplicate {:?}@{:?}", r.entity, r.ts.map(fmt_ts)));
+        self.insert(w, vec![r]).await;
+    }
+
+    /// Rows without an entity or without a timestamp: never written.
+    async fn unkeyed(&mut self, w: &World) {
+        let t = self.tick();
+        let e = self.any_entity();
+        let rows = vec![self.fresh_row(None, Some(t)), self.fresh_row(Some(e), None)];
+        self.note("a NULL-entity and a NULL-timestamp row".into());
+        self.insert(w, rows).await;
+    }
+
+    /// A row stamped days after the warehouse's now: written, but it must not
+    /// hold the watermark (and with it every later row) in the future.
+    async fn future(&mut self, w: &World) {
+        let e = self.any_entity();
+        let ts = self.warehouse_now + self.rng.gen_range(DAY..4 * DAY) / 1000 * 1000;
+        let row = self.fresh_row(Some(e.clone()), Some(ts));
+        self.note(format!("future row {e:?}@{}", fmt_ts(ts)));
+        self.insert(w, vec![row]).await;
+    }
+
+    /// A writer that read the table long ago (a lagging replica, a manual
+    /// backfill) writes an old snapshot late: newest-wins must refuse every
+    /// value older than the stored one.
+    async fn replay_stale(&mut self, w: &World, current: &BTreeMap<String, Latest>) {
+        let Some(old) = self.snapshots.choose(&mut self.rng).cloned() else {
+            return;
+        };
+        // Equal times overwrite by design (corrections that keep their time),
+        // so only strictly older values are a regression to refuse.
+        let stale: Vec<(&String, &Latest)> = old
+            .iter()
+            .filter(|(e, l)| current.get(*e).is_some_and(|c| l.ts < c.ts))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let encoded: Vec<(&str, Nanos, [Vec<u8>; 3])> = stale
+            .iter()
+            .map(|(e, l)| {
+                let mut bytes: [Vec<u8>; 3] = Default::default();
+                if let Some(x) = l.v {
+                    feast::push_int64(&mut bytes[0], x);
+                }
+                if let Some(x) = &l.s {
+                    feast::push_string(&mut bytes[1], x);
+                }
+                if let Some(x) = l.w_int32() {
+                    feast::push_int32(&mut bytes[2], x);
+                }
+                (e.as_str(), l.ts, bytes)
+            })
+            .collect();
+        let values: Vec<[(u32, &[u8]); 3]> = encoded
+            .iter()
+            .map(|(_, _, b)| [(0, &b[0][..]), (1, &b[1][..]), (2, &b[2][..])])
+            .collect();
+        let upserts: Vec<Upsert<'_>> = encoded
+            .iter()
+            .zip(&values)
+            .map(|((e, ts, _), vals)| Upsert {
+                entity: e,
+                ts: *ts,
+                values: vals,
+            })
+            .collect();
+        let out = w
+            .store()
+            .write(&WriteSpec::for_view(&w.view), &upserts, 5)
+            .await
+            .unwrap();
+        let n = upserts.len();
+        self.note(format!("lagging writer replays {n} older values"));
+        assert_eq!(
+            out.written, 0,
+            "seed {}: newest-wins let {} of {n} older values through",
+            self.seed, out.written
+        );
+    }
+
+    fn failure(&self, run: usize, how: &str, what: &str) -> String {
+        let recent = &self.log[self.log.len().saturating_sub(12)..];
+        format!(
+            "sync contract broken: seed {seed}, after run {run} ({how}): {what}\n\
+             recent history (oldest first):\n  {}\n\
+             replay with MATERIALIZER_CONTRACT_SEED={seed} cargo test --test contract_random",
+            recent.join("\n  "),
+            seed = self.seed
+        )
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={s:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// One seeded history: `runs` runs, each after a few random changes, checked
+/// against the oracle after every run.
+async fn check_history(seed: u64, runs: usize) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let page_rows = rng.gen_range(3..=9);
+    let w = World::new(page_rows, "").await;
+    let warehouse_now = w.runner.warehouse.now().await.unwrap();
+    let mut h = History::new(seed, page_rows, warehouse_now);
+    let future_run = rng.gen_range(1..runs.max(2));
+    for run in 0..runs {
+        let watermark = w.store().watermark(&w.view.id()).await.unwrap();
+        let ops = if run == 0 { 4 } else { h.rng.gen_range(1..=4) };
+        for _ in 0..ops {
+            match h.rng.gen_range(0..100) {
+                0..=29 => h.append(&w).await,
+                30..=41 => h.bulk(&w).await,
+                42..=53 => h.update_in_place(&w).await,
+                54..=67 => h.restate(&w, watermark).await,
+                68..=81 => h.late(&w, watermark).await,
+                82..=90 => h.duplicate(&w).await,
+                _ => h.unkeyed(&w).await,
+            }
+        }
+        if run == future_run {
+            h.future(&w).await;
+        }
+        // At least one run of every history, and a quarter of the rest, use the binary.
+        let binary = run == runs / 2 || h.rng.gen_bool(0.25);
+        let how = if binary { "binary" } else { "in-process" };
+        h.note(format!("--- run {run} ({how})"));
+        if binary {
+            w.run_binary();
+        } else {
+            w.run_in_process().await;
+        }
+        let oracle = w.oracle().await;
+        if let Some(d) = w.divergence(&h.universe, &oracle).await {
+            panic!("{}", h.failure(run, how, &d));
+        }
+        let wm = w.store().watermark(&w.view.id()).await.unwrap();
+        let limit = w.runner.warehouse.now().await.unwrap() + 5 * MINUTE;
+        if let Some(wm) = wm {
+            assert!(
+                wm <= limit,
+                "{}",
+                h.failure(
+                    run,
+                    how,
+                    &format!("watermark {} is in the future", fmt_ts(wm))
+                )
+            );
+        }
+        if h.rng.gen_bool(0.3) {
+            h.replay_stale(&w, &oracle).await;
+            if let Some(d) = w.divergence(&h.universe, &oracle).await {
+                panic!("{}", h.failure(run, "after a stale replay", &d));
+            }
+        }
+        h.snapshots.push(oracle);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn randomized_histories_always_match_a_full_refresh() {
+    let runs = env_number("MATERIALIZER_CONTRACT_RUNS", 14) as usize;
+    let seeds: Vec<u64> = match std::env::var("MATERIALIZER_CONTRACT_SEED") {
+        Ok(s) => vec![s
+            .trim()
+            .parse()
+            .expect("MATERIALIZER_CONTRACT_SEED is a number")],
+        Err(_) => (0..env_number("MATERIALIZER_CONTRACT_SEEDS", 3))
+            .map(|i| 0xC0_47AC7 + i)
+            .collect(),
+    };
+    for seed in seeds {
+        let started = Instant::now();
+        check_history(seed, runs).await;
+        eprintln!(
+            "seed {seed}: {runs} runs matched the oracle ({:.1?})",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_resync_converges_a_row_later_than_the_lookback() {
+    let w = World::new(4, r#"full_resync_every = "24h""#).await;
+    let t0 = parse_ntz("2024-05-01 10:00:00");
+    let mut h = History::new(1, 4, t0);
+    let id = w.view.id();
+    let rows = vec![
+        h.fresh_row(Some("a".into()), Some(t0)),
+        h.fresh_row(Some("b".into()), Some(t0 + HOUR)),
+        h.fresh_row(Some("c".into()), Some(t0 + HOUR)),
+    ];
+    h.universe.extend(["a", "b", "c", "late"].map(String::from));
+    h.insert(&w, rows).await;
+    w.run_binary();
+    let status = |w: &World| {
+        let out = std::process::Command::new(materializer_bin())
+            .arg("--config")
+            .arg(&w.config)
+            .args(["status", "--json"])
+            .current_dir(&w.dir)
+            .output()
+            .unwrap();
+        let listed: Json = serde_json::from_slice(&out.stdout).unwrap();
+        listed[0].clone()
+    };
+    assert_eq!(status(&w)["last_run"]["full_read"], json!(true));
+    assert_eq!(w.store().watermark(&id).await.unwrap(), Some(t0 + HOUR));
+
+    // 30 minutes behind the watermark, three times the lookback: a new value
+    // for `a` (newer than its stored one) and a new entity.
+    let late = vec![
+        h.fresh_row(Some("a".into()), Some(t0 + 30 * MINUTE)),
+        h.fresh_row(Some("late".into()), Some(t0 + 20 * MINUTE)),
+    ];
+    h.insert(&w, late).await;
+    let oracle = w.oracle().await;
+    for _ in 0..2 {
+        w.run_binary();
+        let s = status(&w);
+        assert_eq!(s["last_run"]["full_read"], json!(false), "{s}");
+        let a = w.store().read_profile(&w.view, "a").await.unwrap().unwrap();
+        assert_eq!(
+            a.ts,
+            Some(t0),
+            "incremental runs do not see rows behind the lookback"
+        );
+        assert_eq!(w.store().read_profile(&w.view, "late").await.unwrap(), None);
+    }
+
+    // A day passes (rewinding the record of the last full read stands in for it).
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+    w.store()
+        .set_last_full_read(&id, now - DAY - MINUTE)
+        .await
+        .unwrap();
+    let out = w.run_binary();
+    let s = status(&w);
+    assert_eq!(s["last_run"]["full_read"], json!(true), "{out}\n{s}");
+    assert_eq!(w.divergence(&h.universe, &oracle).await, None);
+    // Nothing newer than the watermark was read, so it stays where it was.
+    assert_eq!(w.store().watermark(&id).await.unwrap(), Some(t0 + HOUR));
+
+    // And the next run is incremental again, and still converged.
+    w.run_binary();
+    assert_eq!(status(&w)["last_run"]["full_read"], json!(false));
+    assert_eq!(w.divergence(&h.universe, &oracle).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_full_resync_a_row_later_than_the_lookback_is_never_read() {
+    // The default: documents the limit the lookback has, and full resync lifts.
+    let w = World::new(4, "").await;
+    let t0 = parse_ntz("2024-05-01 10:00:00");
+    let mut h = History::new(2, 4, t0);
+    let rows = vec![
+        h.fresh_row(Some("a".into()), Some(t0)),
+        h.fresh_row(Some("b".into()), Some(t0 + HOUR)),
+    ];
+    h.insert(&w, rows).await;
+    w.run_in_process().await;
+    let late = vec![h.fresh_row(Some("a".into()), Some(t0 + 30 * MINUTE))];
+    h.insert(&w, late).await;
+    for _ in 0..3 {
+        let rec = w.run_in_process().await;
+        assert!(!rec.full_read);
+    }
+    let a = w.store().read_profile(&w.view, "a").await.unwrap().unwrap();
+    assert_eq!(a.ts, Some(t0));
+}

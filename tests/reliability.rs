@@ -1,0 +1,700 @@
+//! Reliability, proven by causing the fault for real: processes are killed
+//! (`kill -9`, or a failpoint that ends the process at an exact line), the
+//! Snowflake-protocol server is stopped, restarted empty or frozen with
+//! SIGSTOP, Redis is restarted empty or flushed under a running daemon, and
+//! several daemons share one Redis.
+//!
+//! After every crash the tests check the sync contract's crash rule from the
+//! outside: every row at or below the stored watermark is in Redis (with a
+//! value at least as new), and a plain restart converges to the latest row of
+//! every entity. Tables are generated (see `tests/rig`), so the expected values
+//! follow from the row count.
+
+mod rig;
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rig::{shown, view_json, Daemon, Rig};
+use serde_json::Value as Json;
+
+/// Polls until `daemon` logged at least `n` events with message `msg` that
+/// satisfy `pred`; returns them (all matching events) or panics with the log.
+async fn wait_events(
+    daemon: &Daemon,
+    msg: &str,
+    n: usize,
+    timeout: Duration,
+    pred: impl Fn(&Json) -> bool,
+) -> Vec<Json> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found: Vec<Json> = daemon.events(msg).into_iter().filter(|e| pred(e)).collect();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {timeout:?} for {n} `{msg}` events; log:\n{}",
+            tail(&daemon.log_text())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Whether a log event is about `view` (its own field, or that of the run span).
+fn is_view(e: &Json, view: &str) -> bool {
+    [&e["view"], &e["span"]["view"]].iter().any(|v| {
+        v.as_str()
+            .is_some_and(|v| v.starts_with(&format!("{view}:")))
+    })
+}
+
+fn sync_ok(rig: &Rig) -> String {
+    let out = rig.materializer(&["sync"], &[]);
+    assert!(out.status.success(), "{}", shown(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_crashed_at_each_failpoint_keeps_the_watermark_and_a_restart_converges() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("crash_points", 150).await;
+    rig.insert(t, 900).await;
+    sync_ok(&rig);
+    rig.assert_converged(t).await;
+    let committed = rig.watermark("crash_points").await;
+    // New rows beyond the lookback (10 minutes = 600 rows) so the next run has pages to write.
+    rig.insert(t, 1500).await;
+
+    for (failpoint, wrote_some) in [
+        ("after_page_write=exit@4", true),
+        ("mid_page=exit@3", true),
+        ("before_watermark_commit=exit", true),
+        // The lease renewal comes after a third of the lease (2s): the run is
+        // over by then only on a fast machine, so this one may not fire.
+        ("before_lease_renewal=exit", false),
+    ] {
+        let out = rig.materializer(&["sync"], &[("MATERIALIZER_FAILPOINTS", failpoint)]);
+        let fired = out.status.code() == Some(materializer::failpoints::EXIT_CODE);
+        assert!(
+            fired || !wrote_some,
+            "{failpoint} did not fire: {}",
+            shown(&out)
+        );
+        if fired {
+            assert_eq!(
+                rig.watermark("crash_points").await,
+                committed,
+                "{failpoint}: the watermark moved although the run died"
+            );
+            // The dead run's lease is still in Redis until it expires.
+            assert!(rig.lease_holder("crash_points").await.is_some());
+        } else {
+            assert!(out.status.success(), "{}", shown(&out));
+        }
+        rig.assert_watermark_covers_only_written_rows(t).await;
+    }
+    // Pages written before the crashes landed (the watermark did not cover them yet).
+    let stored = rig.stored(t).await;
+    assert!(stored
+        .values()
+        .any(|v| v.is_some_and(|(val, _)| val >= 900)));
+
+    // A plain restart waits out the dead holder's lease and converges.
+    let started = Instant::now();
+    let out = sync_ok(&rig);
+    assert!(out.contains(" ok "), "{out}");
+    rig.assert_converged(t).await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_sync_and_run_at_random_moments_never_loses_a_row() {
+    let seed: u64 = rand::random();
+    eprintln!("kill -9 schedule seed: {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("kill9", 200).await;
+    // A committed watermark first, so every check below has one to hold against.
+    rig.insert(t, 800).await;
+    sync_ok(&rig);
+    rig.insert(t, 2000).await;
+
+    let mut checked_with_watermark = 0;
+    for round in 0..6 {
+        // Even rounds kill a one-shot sync, odd rounds the daemon.
+        let args: &[&str] = if round % 2 == 0 { &["sync"] } else { &["run"] };
+        let mut p = rig.spawn(&format!("round{round}"), args, &[]);
+        let after = Duration::from_millis(rng.gen_range(300..3500));
+        std::thread::sleep(after);
+        p.kill9();
+        eprintln!("round {round}: killed `{}` after {after:?}", args[0]);
+        if rig
+            .assert_watermark_covers_only_written_rows(t)
+            .await
+            .is_some()
+        {
+            checked_with_watermark += 1;
+        }
+        // More rows arrive while nobody runs, some of them in the same second
+        // range as older ones would be for a late writer.
+        rig.insert(t, rng.gen_range(100..400)).await;
+    }
+
+    let out = sync_ok(&rig);
+    assert!(out.contains(" ok "), "{out}");
+    rig.assert_converged(t).await;
+    assert_eq!(checked_with_watermark, 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warehouse_outage_fails_runs_with_capped_backoff_and_the_daemon_recovers_with_a_new_session(
+) {
+    let mut rig = Rig::own_warehouse().await;
+    let t = rig.add_table("outage", 50).await;
+    rig.insert(t, 200).await;
+    // A view on a missing table fails for good while the other keeps syncing.
+    std::fs::write(
+        rig.dir.join("views/missing.json"),
+        view_json("missing_table", &rig.db, "NO_SUCH_TABLE").to_string(),
+    )
+    .unwrap();
+    let daemon = rig.spawn(
+        "daemon",
+        &["run"],
+        &[("MATERIALIZER__SCHEDULER__INTERVAL", "3s")],
+    );
+    assert!(
+        rig.wait_converged(t, Duration::from_secs(30)).await,
+        "{}",
+        tail(&daemon.log_text())
+    );
+    let permanent = wait_events(
+        &daemon,
+        "run failed; the watermark stays",
+        1,
+        Duration::from_secs(10),
+        |e| is_view(e, "missing_table"),
+    )
+    .await;
+    assert_eq!(permanent[0]["kind"], "permanent");
+    assert!(
+        permanent[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("NO_SUCH_TABLE"),
+        "{}",
+        permanent[0]
+    );
+
+    // The server dies: runs fail as retryable, with a clear error, backing off.
+    rig.sf.own().stop();
+    let backoffs = wait_events(
+        &daemon,
+        "run failed; retrying after backoff",
+        4,
+        Duration::from_secs(30),
+        |e| is_view(e, "outage"),
+    )
+    .await;
+    let failures: Vec<(u64, u64)> = backoffs
+        .iter()
+        .map(|e| {
+            (
+                e["failures"].as_u64().unwrap(),
+                e["retry_in_ms"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // retry_initial 250ms doubling, capped by retry_max 2s, jittered to [50%, 100%].
+    for &(n, ms) in &failures {
+        let full = (250u64 << (n - 1).min(8)).min(2000);
+        assert!(
+            ms >= full / 2 && ms <= full,
+            "failure {n}: retry in {ms}ms, expected {}..={full}: {failures:?}",
+            full / 2
+        );
+    }
+    let errors: Vec<Json> = daemon
+        .events("run failed; the watermark stays")
+        .into_iter()
+        .filter(|e| is_view(e, "outage"))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["kind"] == "retryable" && e["error"].as_str().unwrap().contains("warehouse")),
+        "{errors:?}"
+    );
+    let mut daemon = daemon;
+    assert!(daemon.is_running(), "the daemon died with the warehouse");
+
+    // It comes back empty (all sessions and data lost): the daemon logs in anew.
+    rig.sf.own().restart();
+    rig.create_table(&rig.tables[t].table.clone()).await;
+    rig.tables[t].rows = 0;
+    rig.insert(t, 260).await;
+    assert!(
+        rig.wait_converged(t, Duration::from_secs(30)).await,
+        "no recovery after the warehouse restart; log:\n{}",
+        tail(&daemon.log_text())
+    );
+    // A quick restart between two runs: the daemon's session is simply gone
+    // (code 390104 or a dead pooled connection), and it logs in again.
+    rig.sf.own().restart();
+    rig.create_table(&rig.tables[t].table.clone()).await;
+    rig.tables[t].rows = 0;
+    rig.insert(t, 320).await;
+    assert!(
+        rig.wait_converged(t, Duration::from_secs(30)).await,
+        "no recovery after a quick warehouse restart; log:\n{}",
+        tail(&daemon.log_text())
+    );
+    assert!(daemon.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hung_warehouse_times_out_sync_exits_nonzero_and_the_daemon_recovers_when_it_thaws() {
+    let mut rig = Rig::own_warehouse().await;
+    let t = rig.add_table("hung", 40).await;
+    rig.insert(t, 120).await;
+    let timeout = [("MATERIALIZER__WAREHOUSE__QUERY_TIMEOUT", "2s")];
+
+    rig.sf.pause();
+    let started = Instant::now();
+    let out = rig.materializer(&["sync"], &timeout);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(took < Duration::from_secs(15), "sync took {took:?}");
+    assert!(
+        stdout.contains("FAILED (retryable)") && stdout.contains("query_timeout"),
+        "{}",
+        shown(&out)
+    );
+
+    let mut daemon = rig.spawn("daemon", &["run"], &timeout);
+    wait_events(
+        &daemon,
+        "run failed; retrying after backoff",
+        2,
+        Duration::from_secs(30),
+        |e| is_view(e, "hung"),
+    )
+    .await;
+    assert!(daemon.is_running());
+    rig.sf.resume();
+    assert!(
+        rig.wait_converged(t, Duration::from_secs(30)).await,
+        "{}",
+        tail(&daemon.log_text())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_restarted_stopped_or_flushed_under_a_running_daemon_is_restored_and_resynced() {
+    let mut rig = Rig::shared().await;
+    let f = rig.add_table("from_file", 60).await;
+    rig.insert(f, 300).await;
+    // A view applied by hand (not in registry.files) lives only in Redis and the daemon's memory.
+    let a = rig.add_table("applied", 40).await;
+    rig.insert(a, 200).await;
+    let applied_file = rig.dir.join("applied.json");
+    std::fs::rename(rig.dir.join("views/applied.json"), &applied_file).unwrap();
+    let daemon = rig.spawn("daemon", &["run"], &[]);
+    let out = rig.materializer(&["apply", applied_file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", shown(&out));
+    for t in [f, a] {
+        assert!(
+            rig.wait_converged(t, Duration::from_secs(30)).await,
+            "{}",
+            tail(&daemon.log_text())
+        );
+    }
+
+    // 1. Restarted empty (no persistence), as after a crash or a failover to an empty replica.
+    rig.redis.restart();
+    // 2. Down for a while: the daemon keeps retrying instead of exiting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rig.redis.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.redis.restart();
+    for t in [f, a] {
+        assert!(
+            rig.wait_converged(t, Duration::from_secs(40)).await,
+            "view {} not resynced after the Redis restart; log:\n{}",
+            rig.tables[t].view,
+            tail(&daemon.log_text())
+        );
+    }
+    // 3. Flushed under the daemon, and a CLI command connects first: it re-creates
+    // the state layout (and its own files' views), which must not hide the loss.
+    let mut c = rig.redis_conn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    let listed = |rig: &Rig| {
+        let status = rig.materializer(&["status", "--json"], &[]);
+        let listed: Json = serde_json::from_slice(&status.stdout).unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["view"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    // Usually only the file's view now; both if the daemon's refresh came first.
+    let first = listed(&rig);
+    assert!(first.contains(&"from_file".to_string()), "{first:?}");
+    rig.insert(f, 50).await;
+    for t in [f, a] {
+        assert!(
+            rig.wait_converged(t, Duration::from_secs(40)).await,
+            "view {} not resynced after FLUSHALL; log:\n{}",
+            rig.tables[t].view,
+            tail(&daemon.log_text())
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while listed(&rig) != ["applied", "from_file"] {
+        assert!(
+            Instant::now() < deadline,
+            "the applied view was not restored to the registry; log:\n{}",
+            tail(&daemon.log_text())
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let restored = daemon.events(
+        "Redis holds none of the daemon's state (flushed or replaced): restoring the registry; every view resyncs",
+    );
+    assert!(restored.len() >= 2, "{}", tail(&daemon.log_text()));
+
+    // 4. A view deleted on purpose (what the API's delete does to the registry)
+    // is not brought back by the next restore.
+    let mut c = rig.redis_conn().await;
+    let _: () = redis::cmd("HDEL")
+        .arg("materializer:views")
+        .arg("applied:1")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // The registry is re-read every 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while daemon
+        .events("Redis holds none of the daemon's state (flushed or replaced): restoring the registry; every view resyncs")
+        .len()
+        <= restored.len()
+    {
+        assert!(Instant::now() < deadline, "{}", tail(&daemon.log_text()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(listed(&rig), ["from_file"]);
+    let mut daemon = daemon;
+    assert!(daemon.is_running());
+}
+
+/// Each daemon's runs of each view, as (start, end) log times in microseconds.
+fn run_intervals(daemon: &Daemon) -> BTreeMap<String, Vec<(i64, i64)>> {
+    let at = |e: &Json| {
+        chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap())
+            .unwrap()
+            .timestamp_micros()
+    };
+    let mut open: BTreeMap<String, i64> = BTreeMap::new();
+    let mut out: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for line in daemon.log_text().lines() {
+        let Ok(e) = serde_json::from_str::<Json>(line) else {
+            continue;
+        };
+        let view = e["view"].as_str().unwrap_or_default().to_string();
+        match e["message"].as_str() {
+            Some("lease taken; run started") => {
+                assert!(
+                    open.insert(view, at(&e)).is_none(),
+                    "two runs of one view in one daemon"
+                );
+            }
+            Some("run ended; releasing lease") => {
+                let start = open.remove(&view).expect("an end without a start");
+                out.entry(view).or_default().push((start, at(&e)));
+            }
+            _ => {}
+        }
+    }
+    // A run still going when the log was read ends "never".
+    for (view, start) in open {
+        out.entry(view).or_default().push((start, i64::MAX));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_never_sync_one_view_at_once_and_share_the_views() {
+    let mut rig = Rig::shared().await;
+    let mut tables = Vec::new();
+    for v in ["rep_a", "rep_b", "rep_c", "rep_d"] {
+        let t = rig.add_table(v, 30).await;
+        rig.insert(t, 400).await;
+        tables.push(t);
+    }
+    // Slow pages make every run last long enough to collide if the lease let them.
+    let slow = [("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(120)")];
+    let mut one = rig.spawn("replica1", &["run"], &slow);
+    let mut two = rig.spawn("replica2", &["run"], &slow);
+    for &t in &tables {
+        assert!(rig.wait_converged(t, Duration::from_secs(40)).await);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    one.signal("TERM");
+    two.signal("TERM");
+    assert!(one
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    assert!(two
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+
+    let (r1, r2) = (run_intervals(&one), run_intervals(&two));
+    let runs = |r: &BTreeMap<String, Vec<(i64, i64)>>| r.values().map(Vec::len).sum::<usize>();
+    assert!(
+        runs(&r1) > 0 && runs(&r2) > 0,
+        "one replica did all the work: {r1:?} {r2:?}"
+    );
+    for view in r1.keys().chain(r2.keys()) {
+        let mut all: Vec<(i64, i64, u8)> = Vec::new();
+        all.extend(r1.get(view).into_iter().flatten().map(|&(a, b)| (a, b, 1)));
+        all.extend(r2.get(view).into_iter().flatten().map(|&(a, b)| (a, b, 2)));
+        all.sort();
+        for w in all.windows(2) {
+            assert!(
+                w[1].0 >= w[0].1,
+                "view {view}: replica {} started at {} while replica {} ran {}..{}",
+                w[1].2,
+                w[1].0,
+                w[0].2,
+                w[0].0,
+                w[0].1
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_lease_holder_is_taken_over_once_its_lease_expires() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("takeover", 50).await;
+    rig.insert(t, 1200).await;
+    let mut holder = rig.spawn(
+        "holder",
+        &["run"],
+        &[("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(400)")],
+    );
+    let mine = format!(":{}/", holder.pid());
+    wait_events(
+        &holder,
+        "failpoint: sleeping",
+        2,
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    assert!(rig
+        .lease_holder("takeover")
+        .await
+        .is_some_and(|h| h.contains(&mine)));
+    holder.kill9();
+    let killed = Instant::now();
+    let mut successor = rig.spawn("successor", &["run"], &[]);
+    // The lease (2s, renewed every ~0.7s) outlives its dead holder for a while.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(rig
+        .lease_holder("takeover")
+        .await
+        .is_some_and(|h| h.contains(&mine)));
+    let theirs = format!(":{}/", successor.pid());
+    let mut taken = None;
+    while killed.elapsed() < Duration::from_secs(15) {
+        if rig
+            .lease_holder("takeover")
+            .await
+            .is_some_and(|h| h.contains(&theirs))
+            || rig.converged(t).await
+        {
+            taken = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let taken = taken.expect("the successor never took the lease");
+    assert!(taken >= Duration::from_secs(1), "taken after {taken:?}");
+    assert!(
+        rig.wait_converged(t, Duration::from_secs(30)).await,
+        "{}",
+        tail(&successor.log_text())
+    );
+    assert!(successor.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_lost_its_lease_does_not_commit_its_watermark() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("lost_lease", 50).await;
+    rig.insert(t, 1200).await;
+    // The first renewal stalls past the lease's expiry (a GC pause, a frozen VM).
+    let mut stalled = rig.spawn(
+        "stalled",
+        &["run"],
+        &[(
+            "MATERIALIZER_FAILPOINTS",
+            "before_lease_renewal=sleep(4000);after_page_write=sleep(300)",
+        )],
+    );
+    wait_events(
+        &stalled,
+        "lease taken; run started",
+        1,
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    let other = rig.spawn("other", &["run"], &[]);
+    let lost = wait_events(
+        &stalled,
+        "run failed; the watermark stays",
+        1,
+        Duration::from_secs(30),
+        |e| {
+            e["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("lease lost"))
+        },
+    )
+    .await;
+    assert_eq!(lost[0]["kind"], "retryable");
+    assert!(
+        stalled.events("run complete").is_empty(),
+        "the stalled run completed: {}",
+        tail(&stalled.log_text())
+    );
+    assert!(
+        rig.wait_converged(t, Duration::from_secs(30)).await,
+        "{}",
+        tail(&other.log_text())
+    );
+    rig.assert_watermark_covers_only_written_rows(t).await;
+    stalled.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_running_page_finish_commits_nothing_and_exits_zero() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("shutdown", 100).await;
+    rig.insert(t, 700).await;
+    sync_ok(&rig);
+    let committed = rig.watermark("shutdown").await;
+    rig.insert(t, 1500).await;
+
+    // Within the grace: the page being written finishes, the run stops, nothing is committed.
+    let mut d = rig.spawn(
+        "graceful",
+        &["run"],
+        &[("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(700)")],
+    );
+    wait_events(
+        &d,
+        "failpoint: sleeping",
+        2,
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    d.signal("TERM");
+    let asked = Instant::now();
+    let status = d
+        .wait_exit(Duration::from_secs(8))
+        .expect("still running 8s after SIGTERM");
+    assert!(status.success(), "exit {status:?}: {}", tail(&d.log_text()));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(rig.watermark("shutdown").await, committed);
+    rig.assert_watermark_covers_only_written_rows(t).await;
+    let mut c = rig.redis_conn().await;
+    let run: String = redis::cmd("GET")
+        .arg("materializer:run:shutdown:1")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let run: Json = serde_json::from_str(&run).unwrap();
+    assert_eq!(run["status"], "interrupted", "{run}");
+
+    // A page slower than the grace: abandoned at the deadline, still nothing committed.
+    let mut d = rig.spawn(
+        "impatient",
+        &["run"],
+        &[
+            ("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(30000)"),
+            ("MATERIALIZER__SCHEDULER__SHUTDOWN_GRACE", "1s"),
+        ],
+    );
+    wait_events(
+        &d,
+        "failpoint: sleeping",
+        1,
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    d.signal("TERM");
+    let asked = Instant::now();
+    let status = d
+        .wait_exit(Duration::from_secs(8))
+        .expect("still running 8s after SIGTERM");
+    assert!(status.success(), "exit {status:?}: {}", tail(&d.log_text()));
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert!(d.log_text().contains("shutdown grace elapsed"));
+    assert_eq!(rig.watermark("shutdown").await, committed);
+    rig.assert_watermark_covers_only_written_rows(t).await;
+
+    // And a plain run afterwards picks everything up.
+    sync_ok(&rig);
+    rig.assert_converged(t).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_crash_check_catches_a_watermark_that_runs_ahead_of_the_data() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("ahead", 30).await;
+    rig.insert(t, 100).await;
+    sync_ok(&rig);
+    rig.assert_watermark_covers_only_written_rows(t).await;
+    // Rows nobody wrote, and a watermark claiming them: what a premature commit leaves.
+    rig.insert(t, 100).await;
+    let mut c = rig.redis_conn().await;
+    let _: () = redis::cmd("SET")
+        .arg("materializer:wm:ahead:1")
+        .arg((rig::BASE_NANOS + 199 * rig::SECOND).to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let rig = std::sync::Arc::new(rig);
+    let check = {
+        let rig = rig.clone();
+        tokio::spawn(async move { rig.assert_watermark_covers_only_written_rows(t).await })
+    };
+    assert!(check.await.is_err_and(|e| e.is_panic()));
+}

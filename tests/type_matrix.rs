@@ -1,0 +1,646 @@
+//! Every field type, from its natural Snowflake column type, through the whole
+//! path (warehouse → decode → newest-wins write → Redis) and back out through
+//! the real Feast SDK, with the edges that break converters: int32 bounds and
+//! overflow, scaled NUMBERs, NaN and ±inf, empty and multi-megabyte strings,
+//! non-ASCII and quote/backslash text, empty binaries, timestamps before 1970,
+//! at year 1 and with time zones, empty lists, NULL inside lists, big integers
+//! inside JSON arrays. Values that cannot be represented are skipped per field
+//! (the rest of the row lands), counted by reason in the run record, and
+//! logged with their column.
+//!
+//! One `materializer sync` of the built binary, one `feast_read.py` call (the
+//! Feast SDK costs ~7 s per call). Assumes the harness in `tests/support` and
+//! the Feast venv from `scripts/python-env.sh feast`.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use materializer::warehouse::sql;
+use serde_json::{json, Value as Json};
+use support::{materializer_bin, scratch_dir, unique_name, RedisServer, SnowflakeServer};
+
+const TABLE: &str = "TYPES";
+const VIEW: &str = "type_matrix";
+
+/// One row per entity; each column below has one cell per entity, in this order.
+const ENTITIES: [&str; 5] = [
+    "typical",
+    "low-edges",
+    "high-édges",
+    "unrepresentable",
+    "nulls",
+];
+
+/// What Feast must return for one cell.
+#[derive(Clone)]
+enum Expect {
+    /// The value as `feast_read.py` renders it, and the `Value` oneof on the wire.
+    Value(Json),
+    /// SQL NULL: Feast's null (an empty `Value`).
+    Null,
+    /// Not representable: the field is skipped (nothing stored, so Feast reads
+    /// null) and counted under this reason.
+    Skip(&'static str),
+}
+
+use Expect::{Null, Skip, Value};
+
+fn v(j: Json) -> Expect {
+    Value(j)
+}
+
+fn b64(bytes: &[u8]) -> Json {
+    json!({ "bytes_b64": base64::engine::general_purpose::STANDARD.encode(bytes) })
+}
+
+/// A column of the table: its Snowflake type, the view field type it feeds,
+/// and per entity the SQL expression inserted and what Feast must read.
+struct Column {
+    name: &'static str,
+    sql_type: &'static str,
+    field_type: &'static str,
+    cells: [(String, Expect); 5],
+}
+
+fn col(
+    name: &'static str,
+    sql_type: &'static str,
+    field_type: &'static str,
+    cells: [(&str, Expect); 5],
+) -> Column {
+    Column {
+        name,
+        sql_type,
+        field_type,
+        cells: cells.map(|(s, e)| (s.to_string(), e)),
+    }
+}
+
+/// The `Value` oneof Feast reports for a field type.
+fn kind(field_type: &str) -> String {
+    format!("{field_type}_val")
+}
+
+fn ts(text: &str, ty: &str) -> String {
+    format!("'{text}'::{ty}")
+}
+
+fn json_doc(text: &str) -> String {
+    format!("PARSE_JSON({})", sql::string_literal(text))
+}
+
+/// Two megabytes and more of multi-byte text.
+fn big_text() -> String {
+    "ü日x".repeat(700_000)
+}
+
+const AWKWARD: &str = "q'uote \\ back \"dq\" 🎉 ü";
+
+fn matrix() -> Vec<Column> {
+    let f32_of = |x: f64| json!(x as f32 as f64);
+    vec![
+        col(
+            "I32",
+            "NUMBER(38,0)",
+            "int32",
+            [
+                ("42", v(json!(42))),
+                ("-2147483648", v(json!(i32::MIN))),
+                ("2147483647", v(json!(i32::MAX))),
+                ("2147483648", Skip("overflow")),
+                ("NULL", Null),
+            ],
+        ),
+        col(
+            "I32_SCALED",
+            "NUMBER(10,2)",
+            "int32",
+            [
+                ("12.00", v(json!(12))),
+                ("-7.00", v(json!(-7))),
+                ("99999999.00", v(json!(99_999_999))),
+                ("12.50", Skip("not_integer")),
+                ("NULL", Null),
+            ],
+        ),
+        col(
+            "I64",
+            "NUMBER(38,0)",
+            "int64",
+            [
+                ("1234567890123", v(json!(1_234_567_890_123i64))),
+                ("-9223372036854775808", v(json!(i64::MIN))),
+                ("9223372036854775807", v(json!(i64::MAX))),
+                ("NULL", Null),
+                ("NULL", Null),
+            ],
+        ),
+        col(
+            "I64_SCALED",
+            "NUMBER(38,2)",
+            "int64",
+            [
+                ("5.00", v(json!(5))),
+                ("-9223372036854775808.00", v(json!(i64::MIN))),
+                ("9223372036854775807.00", v(json!(i64::MAX))),
+                ("123456789012345678901.00", Skip("overflow")),
+                ("NULL", Null),
+            ],
+        ),
+        col(
+            "DBL",
+            "FLOAT",
+            "double",
+            [
+                ("0.1", v(json!(0.1))),
+                ("'NaN'::FLOAT", v(json!("NaN"))),
+                ("'inf'::FLOAT", v(json!("Infinity"))),
+                ("'-inf'::FLOAT", v(json!("-Infinity"))),
+                ("NULL", Null),
+            ],
+        ),
+        col(
+            "DBL_FROM_NUMBER",
+            "NUMBER(10,2)",
+            "double",
+            [
+                ("0.10", v(json!(0.1))),
+                ("-12345678.99", v(json!(-12_345_678.99))),
+                ("0.00", v(json!(0.0))),
+                ("NULL", Null),
+                ("NULL", Null),
+            ],
+        ),
+        col(
+            "FLT",
+            "FLOAT",
+            "float",
+            [
+                ("0.1", v(f32_of(0.1))),
+                ("'-inf'::FLOAT", v(json!("-Infinity"))),
+                ("'NaN'::FLOAT", v(json!("NaN"))),
+                ("1e300", Skip("overflow")),
+                ("NULL", Null),
+            ],
+        ),
+        Column {
+            name: "STR",
+            sql_type: "VARCHAR",
+            field_type: "string",
+            cells: [
+                ("'hello'".into(), v(json!("hello"))),
+                ("''".into(), v(json!(""))),
+                ("REPEAT('ü日x', 700000)".into(), v(json!(big_text()))),
+                (sql::string_literal(AWKWARD), v(json!(AWKWARD))),
+                ("NULL".into(), Null),
+            ],
+        },
+        col(
+            "BYT",
+            "BINARY",
+            "bytes",
+            [
+                ("TO_BINARY('68656c6c6f', 'HEX')", v(b64(b"hello"))),
+                ("TO_BINARY('', 'HEX')", v(b64(b""))),
+                ("TO_BINARY('00ff80', 'HEX')", v(b64(&[0, 0xff, 0x80]))),
+                ("NULL", Null),
+                ("NULL", Null),
+            ],
+        ),
+        col(
+            "FLAG",
+            "BOOLEAN",
+            "bool",
+            [
+                ("TRUE", v(json!(true))),
+                ("FALSE", v(json!(false))),
+                ("TRUE", v(json!(true))),
+                ("NULL", Null),
+                ("NULL", Null),
+            ],
+        ),
+        Column {
+            name: "TS_NTZ",
+            sql_type: "TIMESTAMP_NTZ",
+            field_type: "unix_timestamp",
+            cells: [
+                // Whole seconds, floored (as Feast's own scalar materialization does).
+                (
+                    ts("2024-05-01 10:00:00.999", "TIMESTAMP_NTZ"),
+                    v(json!("2024-05-01T10:00:00+00:00")),
+                ),
+                (
+                    ts("1960-05-01 12:00:00", "TIMESTAMP_NTZ"),
+                    v(json!("1960-05-01T12:00:00+00:00")),
+                ),
+                (
+                    ts("1969-12-31 23:59:59.5", "TIMESTAMP_NTZ"),
+                    v(json!("1969-12-31T23:59:59+00:00")),
+                ),
+                (
+                    ts("0001-01-01 00:00:00", "TIMESTAMP_NTZ"),
+                    v(json!("0001-01-01T00:00:00+00:00")),
+                ),
+                ("NULL".into(), Null),
+            ],
+        },
+        Column {
+            name: "TS_TZ",
+            sql_type: "TIMESTAMP_TZ",
+            field_type: "unix_timestamp",
+            cells: [
+                (
+                    ts("2024-01-01 10:00:00 +05:30", "TIMESTAMP_TZ"),
+                    v(json!("2024-01-01T04:30:00+00:00")),
+                ),
+                (
+                    ts("1965-06-01 00:00:00 -08:00", "TIMESTAMP_TZ"),
+                    v(json!("1965-06-01T08:00:00+00:00")),
+                ),
+                (
+                    ts("2024-03-10 02:30:00 +00:00", "TIMESTAMP_TZ"),
+                    v(json!("2024-03-10T02:30:00+00:00")),
+                ),
+                ("NULL".into(), Null),
+                ("NULL".into(), Null),
+            ],
+        },
+        Column {
+            name: "TS_LTZ",
+            sql_type: "TIMESTAMP_LTZ",
+            field_type: "unix_timestamp",
+            cells: [
+                (
+                    ts("2024-01-01 10:00:00 +01:00", "TIMESTAMP_LTZ"),
+                    v(json!("2024-01-01T09:00:00+00:00")),
+                ),
+                (
+                    ts("1950-01-01 00:00:00", "TIMESTAMP_LTZ"),
+                    v(json!("1950-01-01T00:00:00+00:00")),
+                ),
+                ("NULL".into(), Null),
+                ("NULL".into(), Null),
+                ("NULL".into(), Null),
+            ],
+        },
+        Column {
+            name: "L_I32",
+            sql_type: "ARRAY",
+            field_type: "int32_list",
+            cells: [
+                (json_doc("[1, -2, 2147483647]"), v(json!([1, -2, i32::MAX]))),
+                (json_doc("[]"), v(json!([]))),
+                (json_doc("[-2147483648]"), v(json!([i32::MIN]))),
+                (json_doc("[1, null, 3]"), Skip("null_in_list")),
+                ("NULL".into(), Null),
+            ],
+        },
+        Column {
+            name: "L_I64",
+            sql_type: "ARRAY",
+            field_type: "int64_list",
+            cells: [
+                // Beyond f64's exact integers: must not pass through a float.
+                (
+                    json_doc("[9007199254740993, -1]"),
+                    v(json!([9_007_199_254_740_993i64, -1])),
+                ),
+                (json_doc("[]"), v(json!([]))),
+                (json_doc("[9223372036854775807]"), v(json!([i64::MAX]))),
+                (json_doc(r#"[1, "x"]"#), Skip("unrepresentable")),
+                ("NULL".into(), Null),
+            ],
+        },
+        Column {
+            name: "L_DBL",
+            sql_type: "VARIANT",
+            field_type: "double_list",
+            cells: [
+                (json_doc("[1.5, 0.1]"), v(json!([1.5, 0.1]))),
+                (
+                    json_doc(r#"["NaN", "Infinity", "-Infinity"]"#),
+                    v(json!(["NaN", "Infinity", "-Infinity"])),
+                ),
+                (json_doc("[]"), v(json!([]))),
+                (json_doc("5"), Skip("invalid_list")),
+                ("NULL".into(), Null),
+            ],
+        },
+        Column {
+            name: "L_FLT",
+            sql_type: "ARRAY",
+            field_type: "float_list",
+            cells: [
+                (json_doc("[0.1, -2.5]"), v(json!([f32_of(0.1), -2.5]))),
+                (json_doc("[]"), v(json!([]))),
+                (json_doc(r#"["NaN"]"#), v(json!(["NaN"]))),
+                (json_doc("[1e300]"), Skip("overflow")),
+                ("NULL".into(), Null),
+            ],
+        },
+        Column {
+            name: "L_STR",
+            sql_type: "ARRAY",
+            field_type: "string_list",
+            cells: [
+                (
+                    json_doc(r#"["ü", "", "日本"]"#),
+                    v(json!(["ü", "", "日本"])),
+                ),
+                (json_doc("[]"), v(json!([]))),
+                (
+                    json_doc(&serde_json::to_string(&[AWKWARD]).unwrap()),
+                    v(json!([AWKWARD])),
+                ),
+                (json_doc(r#"["a", null]"#), Skip("null_in_list")),
+                ("NULL".into(), Null),
+            ],
+        },
+        Column {
+            name: "L_BYT",
+            sql_type: "ARRAY",
+            field_type: "bytes_list",
+            cells: [
+                (
+                    json_doc(r#"["hi", "ü"]"#),
+                    v(json!([b64(b"hi"), b64("ü".as_bytes())])),
+                ),
+                (json_doc("[]"), v(json!([]))),
+                (json_doc(r#"[""]"#), v(json!([b64(b"")]))),
+                (json_doc("[1]"), Skip("unrepresentable")),
+                ("NULL".into(), Null),
+            ],
+        },
+        Column {
+            name: "L_BOOL",
+            sql_type: "ARRAY",
+            field_type: "bool_list",
+            cells: [
+                (json_doc("[true, false]"), v(json!([true, false]))),
+                (json_doc("[]"), v(json!([]))),
+                (json_doc("[false]"), v(json!([false]))),
+                (json_doc("[true, null]"), Skip("null_in_list")),
+                ("NULL".into(), Null),
+            ],
+        },
+        Column {
+            name: "L_TS",
+            sql_type: "ARRAY",
+            field_type: "unix_timestamp_list",
+            cells: [
+                (
+                    json_doc(r#"["2024-01-01", "1960-01-01 00:00:00", 1700000000]"#),
+                    v(json!([
+                        "2024-01-01T00:00:00+00:00",
+                        "1960-01-01T00:00:00+00:00",
+                        "2023-11-14T22:13:20+00:00"
+                    ])),
+                ),
+                (json_doc("[]"), v(json!([]))),
+                (
+                    json_doc(r#"["2024-01-01T10:00:00+05:30"]"#),
+                    v(json!(["2024-01-01T04:30:00+00:00"])),
+                ),
+                (json_doc(r#"["not a time"]"#), Skip("unrepresentable")),
+                ("NULL".into(), Null),
+            ],
+        },
+    ]
+}
+
+fn short(j: &Json) -> String {
+    let s = j.to_string();
+    if s.len() > 120 {
+        let mut end = 120;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes)", &s[..end], s.len())
+    } else {
+        s
+    }
+}
+
+fn run(cmd: &mut std::process::Command) -> (String, String) {
+    let out = cmd.output().expect("spawn");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed\nstdout: {}\nstderr: {}",
+        &stdout[..stdout.len().min(4000)],
+        &stderr[..stderr.len().min(4000)]
+    );
+    (stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_field_type_round_trips_through_feast_with_its_edges() {
+    let matrix = matrix();
+    assert_eq!(
+        matrix
+            .iter()
+            .map(|c| c.field_type)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        16,
+        "the matrix covers all 16 field types"
+    );
+
+    let sf = SnowflakeServer::shared();
+    let redis = RedisServer::start();
+    let db = unique_name("TYPES");
+    let dir = scratch_dir("types");
+    let columns: Vec<String> = matrix
+        .iter()
+        .map(|c| format!(r#""{}" {}"#, c.name, c.sql_type))
+        .collect();
+    let mut statements = vec![format!(
+        r#"CREATE TABLE "{TABLE}" ("DOMAIN_USERID" VARCHAR, "UPDATED_AT" TIMESTAMP_NTZ, {})"#,
+        columns.join(", ")
+    )];
+    for (i, entity) in ENTITIES.iter().enumerate() {
+        let cells: Vec<&str> = matrix.iter().map(|c| c.cells[i].0.as_str()).collect();
+        statements.push(format!(
+            r#"INSERT INTO "{TABLE}" SELECT {}, '2024-05-01 10:00:00'::TIMESTAMP_NTZ, {}"#,
+            sql::string_literal(entity),
+            cells.join(", ")
+        ));
+    }
+    let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+    sf.exec_in(&db, "SIGNALS", &refs).await;
+
+    let fields: Vec<Json> = matrix
+        .iter()
+        .map(|c| json!({"name": c.name, "type": c.field_type}))
+        .collect();
+    let view = json!({
+        "name": VIEW, "version": 1, "entity": {"name": "domain_userid"},
+        "batch_source": {"name": "types_source", "database": db, "schema": "SIGNALS",
+                         "table": TABLE, "timestamp_field": "UPDATED_AT"},
+        "fields": fields, "online": true
+    });
+    std::fs::write(dir.join("view.json"), view.to_string()).unwrap();
+    let config = dir.join("materializer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sync]
+page_rows = 2
+[warehouse]
+kind = "snowflake"
+account = "testacct"
+user = "SIGNALS"
+password = "test-password"
+database = "{db}"
+base_url = "{base}"
+query_timeout = "60s"
+[profiles]
+redis_url = "{redis}"
+project = "signals"
+[registry]
+files = ["{views}"]
+[log]
+format = "text"
+"#,
+            base = sf.base_url,
+            redis = redis.url,
+            views = dir.join("view.json").display()
+        ),
+    )
+    .unwrap();
+
+    let materializer = |args: &[&str]| {
+        run(std::process::Command::new(materializer_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .current_dir(&dir))
+    };
+    let (sync_out, sync_log) = materializer(&["sync"]);
+
+    // Unrepresentable values: skipped per field, counted by reason in the run
+    // record, and logged naming the column.
+    let mut want_skips: BTreeMap<String, u64> = BTreeMap::new();
+    let mut skipped_columns = Vec::new();
+    for c in &matrix {
+        for (_, e) in &c.cells {
+            if let Skip(reason) = e {
+                *want_skips.entry(reason.to_string()).or_default() += 1;
+                skipped_columns.push((c.name, *reason));
+            }
+        }
+    }
+    let (status, _) = materializer(&["status", "--json"]);
+    let status: Json = serde_json::from_str(&status).unwrap();
+    let last = &status[0]["last_run"];
+    assert_eq!(last["status"], json!("ok"), "{sync_out}");
+    assert_eq!(last["rows_read"], json!(ENTITIES.len()), "{last}");
+    assert_eq!(last["rows_written"], json!(ENTITIES.len()), "{last}");
+    assert_eq!(last["skipped"], json!(want_skips), "{sync_out}");
+    for (column, reason) in &skipped_columns {
+        assert!(
+            sync_log
+                .lines()
+                .any(|l| l.contains(column) && l.contains(reason)),
+            "no log line names column {column} with reason {reason}:\n{sync_log}"
+        );
+    }
+
+    // Read everything back through the real Feast SDK, in one call.
+    let request = json!({
+        "redis": redis.url,
+        "project": "signals",
+        "views": [{"name": VIEW, "version": 1, "entity": {"name": "domain_userid"}, "fields": fields}],
+        "entities": ENTITIES,
+    });
+    let request_file = dir.join("feast_request.json");
+    std::fs::write(&request_file, request.to_string()).unwrap();
+    let python = run(std::process::Command::new(
+        support::project_root().join("scripts/python-env.sh"),
+    )
+    .arg("feast"))
+    .0;
+    let (feast_out, _) = run(std::process::Command::new(python.trim())
+        .arg(support::project_root().join("tests/support/feast_read.py"))
+        .arg(format!("@{}", request_file.display())));
+    let got: Json = serde_json::from_str(&feast_out).expect("feast_read.py prints JSON");
+
+    let mut wrong = Vec::new();
+    for c in &matrix {
+        for (i, (sql_expr, expect)) in c.cells.iter().enumerate() {
+            let value = &got[c.name][i];
+            let kind_got = &got["kinds"][c.name][i];
+            let (want_value, want_kind) = match expect {
+                Value(j) => (j.clone(), json!(kind(c.field_type))),
+                Null | Skip(_) => (Json::Null, Json::Null),
+            };
+            if *value != want_value || *kind_got != want_kind {
+                wrong.push(format!(
+                    "{} ({} -> {}) of {:?} from `{}`: Feast read {} ({}), expected {} ({})",
+                    c.name,
+                    c.sql_type,
+                    c.field_type,
+                    ENTITIES[i],
+                    short(&json!(sql_expr)),
+                    short(value),
+                    kind_got,
+                    short(&want_value),
+                    want_kind
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} cells differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    // Every row carries its event time, microseconds as Feast returns them.
+    for (i, e) in ENTITIES.iter().enumerate() {
+        assert_eq!(
+            got["event_timestamps"]["I32"][i],
+            json!("2024-05-01T10:00:00.000000000Z"),
+            "{e}"
+        );
+    }
+
+    // A newer row whose value does not fit replaces the stored value with
+    // null: the profile is the latest row, never a mix of two rows (an older
+    // row's value under the newer row's time).
+    let newer_cells: Vec<String> = matrix
+        .iter()
+        .map(|c| match c.name {
+            "I32" => "2147483648".to_string(),
+            "STR" => "'newer'".to_string(),
+            _ => "NULL".to_string(),
+        })
+        .collect();
+    sf.exec_in(
+        &db,
+        "SIGNALS",
+        &[&format!(
+            r#"INSERT INTO "{TABLE}" SELECT 'typical', '2024-05-02 10:00:00'::TIMESTAMP_NTZ, {}"#,
+            newer_cells.join(", ")
+        )],
+    )
+    .await;
+    let (out, _) = materializer(&["sync"]);
+    assert!(out.contains(" ok ") && out.contains("overflow="), "{out}");
+    let (profile, _) = materializer(&["profile", "--view", VIEW, "typical"]);
+    let profile: Json = serde_json::from_str(&profile).unwrap();
+    assert_eq!(
+        profile[0]["event_timestamp"],
+        json!("2024-05-02T10:00:00Z"),
+        "{profile}"
+    );
+    assert_eq!(profile[0]["values"]["I32"], Json::Null, "{profile}");
+    assert_eq!(profile[0]["values"]["STR"], json!("newer"), "{profile}");
+    assert_eq!(profile[0]["values"]["I64"], Json::Null, "{profile}");
+}
