@@ -13,6 +13,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin materializer
 COPY --from=build /src/target/release/materializer /usr/local/bin/materializer
+# The HTTP API (when [api] listen is set, e.g. "0.0.0.0:8080" with tokens).
+EXPOSE 8080
 # Mount the config (and view files) read-only here; relative paths in the
 # config, such as registry.files = ["config/views/*.json"], resolve against it.
 WORKDIR /etc/materializer

@@ -261,19 +261,13 @@ fn glob_escape(bytes: &[u8]) -> Vec<u8> {
 
 async fn purge_values(store: &ProfileStore, view: &View) -> Result<u64> {
     use crate::profiles::feast;
-    let fv = view.feast_name();
     // Every key of this entity starts with the serialized join key and ends
     // with the project; the value in between varies.
     let empty = feast::entity_key(view.entity.join_key(), b"", "");
     let mut pattern = glob_escape(&empty[..empty.len() - 4]);
     pattern.push(b'*');
     pattern.extend(glob_escape(store.project().as_bytes()));
-    let mut fields: Vec<Vec<u8>> = view
-        .fields
-        .iter()
-        .map(|f| feast::feature_field(&fv, &f.name).to_vec())
-        .collect();
-    fields.push(feast::ts_field(&fv).into_bytes());
+    let fields = crate::profiles::view_hash_fields(view);
     let mut conn = store.conn();
     let mut cursor: u64 = 0;
     let mut purged = 0u64;

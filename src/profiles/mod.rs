@@ -72,6 +72,19 @@ impl WriteSpec {
     }
 }
 
+/// Every hash field a view owns in an entity's hash: one per field, in view
+/// order, then `_ts:{feature_view}`.
+pub fn view_hash_fields(view: &View) -> Vec<Vec<u8>> {
+    let fv = view.feast_name();
+    let mut fields: Vec<Vec<u8>> = view
+        .fields
+        .iter()
+        .map(|f| feast::feature_field(&fv, &f.name).to_vec())
+        .collect();
+    fields.push(feast::ts_field(&fv).into_bytes());
+    fields
+}
+
 /// Newest-wins script calls encoded by [`ProfileStore::prepare`], ready to send.
 pub struct PreparedWrite {
     pipelines: Vec<redis::Pipeline>,

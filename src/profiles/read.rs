@@ -199,14 +199,8 @@ pub fn decode_timestamp(bytes: &[u8]) -> Result<Nanos, String> {
 impl ProfileStore {
     /// The stored values of `view` for one entity; `None` when nothing is stored.
     pub async fn read_profile(&self, view: &View, entity: &str) -> anyhow::Result<Option<Profile>> {
-        let fv = view.feast_name();
         let key = feast::entity_key(view.entity.join_key(), entity.as_bytes(), self.project());
-        let mut fields: Vec<Vec<u8>> = view
-            .fields
-            .iter()
-            .map(|f| feast::feature_field(&fv, &f.name).to_vec())
-            .collect();
-        fields.push(feast::ts_field(&fv).into_bytes());
+        let fields = super::view_hash_fields(view);
         let mut conn = self.conn();
         let raw: Vec<Option<Vec<u8>>> = conn.hget(&key, &fields).await?;
         let ts = raw.last().cloned().flatten();
