@@ -16,15 +16,27 @@ elif ! "$py" -c 'import ensurepip, venv' >/dev/null 2>&1; then
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
-  echo "ensure-deps.sh: installing ${need[*]}" >&2
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "ensure-deps.sh: please install ${need[*]} with your package manager" >&2
     exit 1
   fi
   sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "ensure-deps.sh: missing ${need[*]}, and not root with no sudo to install them; as root, run:" >&2
+      echo "  apt-get update && apt-get install -y --no-install-recommends ${need[*]}" >&2
+      exit 1
+    fi
+    sudo="sudo"
+  fi
+  echo "ensure-deps.sh: installing ${need[*]}" >&2
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+
+py=${PYTHON:-$(command -v python3.11 || command -v python3 || true)}
+if [ -n "$py" ] && ! "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' >/dev/null 2>&1; then
+  echo "ensure-deps.sh: warning: $py is Python $("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo '?'); the pinned test environments were resolved on Python 3.11" >&2
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

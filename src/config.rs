@@ -41,6 +41,7 @@ pub struct ApiConfig {
     /// loopback address is accepted.
     pub listen: Option<String>,
     /// Bearer tokens accepted on `/api/v1/*`; any one of them will do.
+    #[serde(deserialize_with = "secret_list")]
     pub tokens: Vec<Secret>,
 }
 
@@ -296,9 +297,151 @@ pub enum LogFormat {
 }
 
 /// A secret string: shown as `[redacted]` by `Debug` and `Display`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+///
+/// Deserializes from a string, or from a TOML integer, float or boolean
+/// rendered to text (`password = 12345678` is the password `"12345678"`).
+/// Errors for any other shape never quote the value.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecretText { scalars: true }).map(Secret)
+    }
+}
+
+/// Visitor for a secret string whose errors never include the value (serde's
+/// default `invalid type` errors quote integers, floats, strings and bytes).
+/// `scalars` also accepts integers, floats and booleans as their text.
+struct SecretText {
+    scalars: bool,
+}
+
+impl SecretText {
+    fn scalar<E: serde::de::Error>(&self, text: impl FnOnce() -> String) -> Result<String, E> {
+        if self.scalars {
+            Ok(text())
+        } else {
+            Err(E::custom("expected a string"))
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SecretText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<String, E> {
+        String::from_utf8(v.to_vec()).map_err(|_| E::custom("expected a string"))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        self.scalar(|| v.to_string())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        self.scalar(|| v.to_string())
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<String, E> {
+        self.scalar(|| v.to_string())
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<String, E> {
+        self.scalar(|| v.to_string())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        // `{:?}` keeps `1.0` as "1.0" (Display would give "1").
+        self.scalar(|| format!("{v:?}"))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+        self.scalar(|| v.to_string())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+        Err(serde::de::Error::custom("expected a string, not an array"))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+        Err(serde::de::Error::custom("expected a string, not a table"))
+    }
+}
+
+/// `api.tokens`: a list of [`Secret`]s. Any other shape is an error that does
+/// not quote the value (serde's default would echo `tokens = "tok"`).
+fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    struct List;
+
+    fn not_a_list<E: serde::de::Error>() -> E {
+        E::custom("expected an array of strings")
+    }
+
+    impl<'de> serde::de::Visitor<'de> for List {
+        type Value = Vec<Secret>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of strings")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<Secret>()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(not_a_list())
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<Self::Value, E> {
+            Err(not_a_list())
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(not_a_list())
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(not_a_list())
+        }
+
+        fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Self::Value, E> {
+            Err(not_a_list())
+        }
+
+        fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Self::Value, E> {
+            Err(not_a_list())
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(not_a_list())
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(not_a_list())
+        }
+    }
+
+    d.deserialize_any(List)
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -318,10 +461,17 @@ impl fmt::Display for Secret {
     }
 }
 
-/// A Redis URL that may carry `user:password@`; printed with the password redacted.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// A Redis URL that may carry `user:password@`; printed with the password
+/// redacted. Deserializes from a string only; errors never quote the value.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(pub String);
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecretText { scalars: false })
+            .map(RedisUrl)
+    }
+}
 
 impl RedisUrl {
     pub fn expose(&self) -> &str {
@@ -475,8 +625,12 @@ impl Config {
     }
 }
 
+/// Keys whose value is a list: their environment override is read as a TOML
+/// array (`["a", "b"]`). Every other override is a plain string.
+const LIST_KEYS: &[&str] = &["registry.files", "api.tokens"];
+
 /// Applies `MATERIALIZER__SECTION__KEY=value` overrides. Values are strings,
-/// except a value starting with `[`, read as a TOML array (`["a", "b"]`).
+/// except for [`LIST_KEYS`], read as a TOML array (`["a", "b"]`).
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -489,14 +643,19 @@ fn apply_env(
         if path.iter().any(String::is_empty) {
             bail!("environment variable {name}: expected MATERIALIZER__SECTION__KEY");
         }
-        let value = if raw.trim_start().starts_with('[') {
-            let doc: toml::Table = toml::from_str(&format!("v = {raw}")).map_err(|e| {
-                anyhow::anyhow!(
-                    "environment variable {name}: not a TOML array: {}",
-                    one_line(&e.message())
-                )
-            })?;
-            doc["v"].clone()
+        let value = if LIST_KEYS.contains(&path.join(".").as_str()) {
+            // The value may be secret (api.tokens): the error names the
+            // variable but never quotes the value or the parser's message.
+            toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut doc| doc.remove("v"))
+                .filter(toml::Value::is_array)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "environment variable {name}: not a TOML array of strings \
+                         such as [\"a\", \"b\"]"
+                    )
+                })?
         } else {
             toml::Value::String(raw)
         };
@@ -711,5 +870,77 @@ password = "hunter2"
             &[],
         );
         assert!(ok.is_ok());
+    }
+    fn with_password(value: &str) -> String {
+        MINIMAL.replace("password = \"hunter2\"", &format!("password = {value}"))
+    }
+
+    #[test]
+    fn scalar_secrets_load_as_their_text() {
+        let c = load(
+            &format!(
+                "{}\n[api]\ntokens = [123, true, 1.0]\n",
+                with_password("12345678")
+            ),
+            &[],
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.warehouse.password.unwrap().expose(), "12345678");
+        let tokens: Vec<&str> = c.api.tokens.iter().map(Secret::expose).collect();
+        assert_eq!(tokens, ["123", "true", "1.0"]);
+    }
+
+    #[test]
+    fn wrong_shaped_secrets_are_not_quoted_in_errors() {
+        let cases = [
+            with_password("[13579, 24680]"),
+            with_password("{ a = 13579, b = 24680 }"),
+            format!("{MINIMAL}\n[api]\ntokens = \"13579-24680\"\n"),
+            format!("{MINIMAL}\n[api]\ntokens = 1357924680\n"),
+            format!("{MINIMAL}\n[api]\ntokens = [[13579, 24680]]\n"),
+            format!("{MINIMAL}\n[profiles]\nredis_url = 1357924680\n"),
+            format!("{MINIMAL}\n[profiles]\nredis_url = [\"redis://:13579-24680@h\"]\n"),
+        ];
+        for text in cases {
+            let e = load(&text, &[]).err().expect(&text);
+            for shown in [format!("{e:#}"), format!("{e:?}")] {
+                assert!(
+                    !shown.contains("13579") && !shown.contains("24680"),
+                    "{text}: {shown}"
+                );
+                assert!(shown.contains("expected"), "{text}: {shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn env_password_starting_with_a_bracket_is_a_string() {
+        for raw in ["[not-an-array", r#"["a", "b"]"#] {
+            let c = load(MINIMAL, &[("MATERIALIZER__WAREHOUSE__PASSWORD", raw)])
+                .unwrap()
+                .config;
+            assert_eq!(c.warehouse.password.unwrap().expose(), raw);
+        }
+    }
+
+    #[test]
+    fn malformed_env_list_names_the_variable_not_the_value() {
+        for raw in [r#"["tok-13579"#, "tok-13579", r#"{ a = "tok-13579" }"#] {
+            let e = load(MINIMAL, &[("MATERIALIZER__API__TOKENS", raw)])
+                .err()
+                .expect(raw);
+            for shown in [format!("{e:#}"), format!("{e:?}")] {
+                assert!(shown.contains("MATERIALIZER__API__TOKENS"), "{shown}");
+                assert!(!shown.contains("13579"), "{shown}");
+            }
+        }
+        let e = load(
+            MINIMAL,
+            &[("MATERIALIZER__REGISTRY__FILES", "views/*.json")],
+        )
+        .err()
+        .unwrap();
+        assert!(format!("{e:#}").contains("MATERIALIZER__REGISTRY__FILES"));
     }
 }

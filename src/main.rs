@@ -1,4 +1,4 @@
-//! The `materializer` command line: `run | sync | apply | status | reset | check`.
+//! The `materializer` command line: `run | sync | apply | status | reset | check | profile`.
 //!
 //! Every command loads the config (a bad one ends with one line naming the
 //! file and key, exit code 2), connects to Redis and applies the views of

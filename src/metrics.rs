@@ -90,7 +90,8 @@ impl Metrics {
         }
     }
 
-    /// Forgets a view (deleted from the registry).
+    /// Drops a deleted view's gauges; its counters stay until restart, as
+    /// counters should (a scrape never sees one go backwards).
     pub fn forget(&self, id: &ViewId) {
         let view = id.to_string();
         let mut m = self.inner.lock().expect("metrics lock");

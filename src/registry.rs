@@ -54,30 +54,6 @@ pub fn read_file(path: &Path) -> Result<Vec<View>> {
         .collect()
 }
 
-/// Expands `registry.files` globs (relative to `base`) and reads every file.
-pub fn read_globs(patterns: &[String], base: &Path) -> Result<Vec<View>> {
-    let mut views = Vec::new();
-    for pattern in patterns {
-        let full = if Path::new(pattern).is_absolute() {
-            pattern.clone()
-        } else {
-            base.join(pattern).to_string_lossy().into_owned()
-        };
-        let paths = glob::glob(&full)
-            .map_err(|e| anyhow::anyhow!("registry.files: bad pattern `{pattern}`: {e}"))?;
-        let mut matched = false;
-        for p in paths {
-            let p = p?;
-            matched = true;
-            views.extend(read_file(&p)?);
-        }
-        if !matched {
-            tracing::warn!(pattern = %full, "registry.files: pattern matches no file");
-        }
-    }
-    Ok(views)
-}
-
 /// Like [`read_globs`], but file by file: a file that cannot be read or holds
 /// an invalid view is reported (its path and the problem) and skipped, so one
 /// bad file does not stop the other views of its directory from syncing.
@@ -178,7 +154,10 @@ pub async fn list(store: &ProfileStore) -> Result<Vec<View>> {
     let all: BTreeMap<String, String> = conn.hgetall(store.state_key(VIEWS_KEY)).await?;
     let mut views = Vec::with_capacity(all.len());
     for (id, json) in all {
-        match serde_json::from_str::<View>(&json) {
+        match serde_json::from_str::<View>(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|v| v.validate().map(|()| v))
+        {
             Ok(v) => views.push(v),
             Err(e) => {
                 tracing::error!(view = %id, error = %e, "registry entry is unreadable; skipped")

@@ -96,6 +96,9 @@ impl Scheduler {
         let mut epoch: Option<String> = None;
         let mut next_refresh = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
+        // Which view each run task serves, so a task that panics (and so never
+        // reports) still settles its view instead of leaving it "running" forever.
+        let mut task_views: HashMap<tokio::task::Id, ViewId> = HashMap::new();
         tracing::info!(
             interval = %humantime::format_duration(self.config.interval),
             max_concurrent_views = self.config.max_concurrent_views,
@@ -136,7 +139,7 @@ impl Scheduler {
                     shutdown.clone(),
                 );
                 let span = tracing::info_span!("run", view = %id);
-                tasks.spawn(
+                let task = tasks.spawn(
                     async move {
                         let Ok(_permit) = permits.acquire_owned().await else {
                             return;
@@ -163,6 +166,7 @@ impl Scheduler {
                     }
                     .instrument(span),
                 );
+                task_views.insert(task.id(), id.clone());
             }
 
             let wake = states
@@ -178,7 +182,17 @@ impl Scheduler {
                 Some((id, outcome)) = done_rx.recv() => {
                     self.settle(states.entry(id.clone()).or_default(), views.get(&id), outcome);
                 }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let task = match &joined {
+                        Ok((task, ())) => *task,
+                        Err(e) => e.id(),
+                    };
+                    if let (Some(id), Err(e)) = (task_views.remove(&task), joined) {
+                        tracing::error!(view = %id, error = %e, "run task died; retrying after backoff");
+                        let failed = Err(RunError::Retryable(format!("run task died: {e}")));
+                        self.settle(states.entry(id.clone()).or_default(), views.get(&id), failed);
+                    }
+                }
                 Some(cmd) = self.commands.recv() => {
                     next_refresh = Instant::now();
                     if let Command::Forget(id) = &cmd {

@@ -29,14 +29,15 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SyncConfig;
 use crate::metrics::Metrics;
 use crate::model::{FieldType, View, ViewId};
-use crate::profiles::{PreparedWrite, ProfileStore, RunRecord, Upsert, WriteSpec};
-use crate::warehouse::decode::{self, SkipReason};
+use crate::profiles::{Commit, PreparedWrite, ProfileStore, RunRecord, Upsert, WriteSpec};
+use crate::warehouse::decode;
 use crate::warehouse::{
     resolve_column, Column, Nanos, Page, TableRef, Warehouse, WarehouseError, WindowQuery,
 };
 
-/// Why a run did not complete. The scheduler backs off on `Retryable`, waits
-/// for a fix on `Permanent`, and simply tries later on `LeaseHeld`.
+/// Why a run did not complete. The scheduler retries both `Retryable` and
+/// `Permanent` with backoff (a permanent problem is fixed by a person, without a
+/// restart), and simply tries `LeaseHeld` again at the next interval.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{0}")]
@@ -191,7 +192,8 @@ pub fn watermark_candidate(
 
 /// Keeps an entity's latest row of a page, `(ts, batch, row)`: a newer time
 /// replaces the kept row whatever order rows arrive in; an equal time keeps the
-/// row read later (duplicates are identical, so which one does not matter).
+/// row read later (identical duplicates make the choice moot; two different rows
+/// at one time are ambiguous, and either may win).
 pub fn keep_latest<'a>(
     latest: &mut HashMap<&'a str, (Nanos, usize, usize)>,
     entity: &'a str,
@@ -250,6 +252,13 @@ struct Tally {
 }
 
 impl Tally {
+    /// Keeps the first sample of a (column, reason) for the end-of-run log line.
+    fn sample(&mut self, column: &str, reason: &'static str, sample: impl FnOnce() -> String) {
+        self.samples
+            .entry((column.to_string(), reason))
+            .or_insert_with(sample);
+    }
+
     fn skip(&mut self, reason: &str, n: u64) {
         if n > 0 {
             *self.skipped.entry(reason.to_string()).or_default() += n;
@@ -439,6 +448,27 @@ impl Runner {
         let nulls = self.warehouse.null_key_rows(&query).await?;
         tally.skip("null_entity", nulls.null_entity);
         tally.skip("null_timestamp", nulls.null_timestamp);
+        tally.skip("timestamp_out_of_range", nulls.out_of_range);
+        // Counted by the warehouse, so there is no row to show: the count is the sample.
+        for (column, reason, n, what) in [
+            (&plan.entity, "null_entity", nulls.null_entity, "NULL"),
+            (
+                &plan.timestamp,
+                "null_timestamp",
+                nulls.null_timestamp,
+                "NULL",
+            ),
+            (
+                &plan.timestamp,
+                "timestamp_out_of_range",
+                nulls.out_of_range,
+                "before 1677 or after 2262 in",
+            ),
+        ] {
+            if n > 0 {
+                tally.sample(column, reason, || format!("{n} rows with {what} {column}"));
+            }
+        }
 
         let spec = WriteSpec::for_view(view);
         self.store.load_scripts().await?;
@@ -499,7 +529,8 @@ impl Runner {
         rec.rows_stale = tally.rows_stale;
         rec.skipped = tally.skipped.clone();
         for ((column, reason), sample) in &tally.samples {
-            tracing::warn!(view = %id, column, reason, sample, "values skipped: they do not fit the field type");
+            let count = tally.skipped.get(*reason).copied().unwrap_or(0);
+            tracing::warn!(view = %id, column, reason, count, sample, "rows or values skipped");
         }
         consumed?;
         written??;
@@ -508,10 +539,18 @@ impl Runner {
         crate::failpoints::hit("before_watermark_commit").await;
         if next != watermark {
             let next = next.expect("a watermark only appears, never disappears");
-            if !self.store.commit_watermark(&id, token, next).await? {
-                return Err(RunError::Retryable(
-                    "lease lost before the watermark commit; rows were written, the watermark stays".into(),
-                ));
+            match self.store.commit_watermark(&id, token, watermark, next).await? {
+                Commit::Done => {}
+                Commit::LeaseLost => {
+                    return Err(RunError::Retryable(
+                        "lease lost before the watermark commit; rows were written, the watermark stays".into(),
+                    ))
+                }
+                Commit::WatermarkChanged => {
+                    return Err(RunError::Retryable(
+                        "the watermark was reset during the run; rows were written, the reset stands".into(),
+                    ))
+                }
             }
         }
         if full_read {
@@ -535,7 +574,7 @@ impl Runner {
     /// Decodes one page, keeps the latest row per entity, and hands its
     /// newest-wins writes to [`write_pages`] in parts of [`WRITE_PART_ROWS`]
     /// entities, encoding each part only when the writer can take it (so at
-    /// most two parts' bytes exist at once). False when the writer is gone.
+    /// most three parts' bytes exist at once: sent, queued, being encoded). False when the writer is gone.
     async fn write_page(
         &self,
         plan: &ColumnPlan,
@@ -585,15 +624,24 @@ impl Runner {
                     Ok(Some(ts)) => ts,
                     Ok(None) => {
                         null_ts += 1;
+                        let sample = || d.entities.get(ri).unwrap_or("NULL").to_string();
+                        tally.sample(&plan.timestamp, "null_timestamp", sample);
                         continue;
                     }
                     Err(_) => {
                         bad_ts += 1;
+                        let b = &page.batches[bi];
+                        let sample =
+                            || decode::field_cell_text(b.column(1), b.schema().field(1), ri);
+                        tally.sample(&plan.timestamp, "timestamp_out_of_range", sample);
                         continue;
                     }
                 };
                 let Some(entity) = d.entities.get(ri) else {
                     null_entity += 1;
+                    tally.sample(&plan.entity, "null_entity", || {
+                        format!("row stamped {}", format_nanos(ts))
+                    });
                     continue;
                 };
                 tally.greatest_not_future =
@@ -617,13 +665,10 @@ impl Runner {
                         // show an older row's value under this row's time.
                         values.push((fi as u32, &[]));
                         tally.skip(reason.as_str(), 1);
-                        tally
-                            .samples
-                            .entry((plan.fields[fi].0.clone(), reason.as_str()))
-                            .or_insert_with(|| {
-                                let b = &page.batches[bi];
-                                decode::cell_text(b.column(2 + fi), ri)
-                            });
+                        let b = &page.batches[bi];
+                        tally.sample(&plan.fields[fi].0, reason.as_str(), || {
+                            decode::field_cell_text(b.column(2 + fi), b.schema().field(2 + fi), ri)
+                        });
                     }
                 }
             }
@@ -707,13 +752,6 @@ pub fn format_skipped(skipped: &BTreeMap<String, u64>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Every per-field skip reason, for metrics that must show zero counts too.
-pub fn skip_reasons() -> impl Iterator<Item = &'static str> {
-    ["null_entity", "null_timestamp", "timestamp_out_of_range"]
-        .into_iter()
-        .chain(SkipReason::ALL.iter().map(|r| r.as_str()))
 }
 
 #[cfg(test)]

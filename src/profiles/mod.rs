@@ -8,9 +8,11 @@
 //! - writes are idempotent; a batch whose call failed must be treated as
 //!   unwritten (some of its keys may have landed; rewriting them is harmless);
 //! - the watermark of a view moves only through [`ProfileStore::commit_watermark`],
-//!   which checks in the same script that the caller still holds the view's lease;
-//! - state keys (registry, watermarks, runs, leases) live under one prefix in the
-//!   same Redis as the profiles, so losing Redis loses both together.
+//!   which checks in the same script that the caller still holds the view's lease
+//!   and that nobody reset the watermark since the run read it;
+//! - state keys (registry `views`, `wm:`, `full:`, `run:`, `lease:`, `meta`) live
+//!   under one prefix in the same Redis as the profiles, so losing Redis loses
+//!   both together.
 //!
 //! Assumes one Redis (not Cluster): a script touches many entity keys at once.
 
@@ -91,11 +93,14 @@ pub struct PreparedWrite {
     rows: u64,
 }
 
-impl PreparedWrite {
-    /// Entities it writes (or finds stale).
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
+/// What [`ProfileStore::commit_watermark`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    Done,
+    /// Another holder has the view's lease.
+    LeaseLost,
+    /// The watermark is no longer the one the run started from (reset, reshaped, deleted).
+    WatermarkChanged,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -111,7 +116,7 @@ pub struct WriteOutcome {
 pub struct RunRecord {
     pub view: String,
     pub version: u32,
-    /// `ok`, `failed` or `running`.
+    /// `ok`, `failed`, `interrupted` (shutdown) or `running`.
     pub status: String,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -232,12 +237,6 @@ impl ProfileStore {
         Ok(c.hget(self.state_key("meta"), "epoch").await?)
     }
 
-    /// Whether Redis still holds the daemon's state (false after a flush).
-    pub async fn state_present(&self) -> Result<bool> {
-        let mut c = self.conn.clone();
-        Ok(c.exists(self.state_key("meta")).await?)
-    }
-
     pub async fn ping(&self) -> Result<()> {
         let mut c = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut c).await?;
@@ -348,27 +347,38 @@ impl ProfileStore {
         .transpose()
     }
 
-    /// Sets the watermark if `lease_token` still holds the view's lease.
-    /// Returns false (and changes nothing) when the lease was lost.
+    /// Moves the watermark from `expected` (what the run started from) to `wm`
+    /// if `lease_token` still holds the view's lease and nobody changed the
+    /// watermark meanwhile (a `reset`, a reshaping apply or a delete forgets it:
+    /// a run finishing afterwards must not bring it back). Changes nothing
+    /// unless it returns [`Commit::Done`].
     pub async fn commit_watermark(
         &self,
         id: &ViewId,
         lease_token: &str,
+        expected: Option<Nanos>,
         wm: Nanos,
-    ) -> Result<bool> {
+    ) -> Result<Commit> {
         let script = redis::Script::new(
             "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
-             redis.call('SET', KEYS[2], ARGV[2]) return 1",
+             local cur = redis.call('GET', KEYS[2]) \
+             if (cur or '') ~= ARGV[2] then return 2 end \
+             redis.call('SET', KEYS[2], ARGV[3]) return 1",
         );
         let mut c = self.conn.clone();
         let ok: i64 = script
             .key(self.view_key("lease", id))
             .key(self.view_key("wm", id))
             .arg(lease_token)
+            .arg(expected.map(|w| w.to_string()).unwrap_or_default())
             .arg(wm.to_string())
             .invoke_async(&mut c)
             .await?;
-        Ok(ok == 1)
+        Ok(match ok {
+            1 => Commit::Done,
+            0 => Commit::LeaseLost,
+            _ => Commit::WatermarkChanged,
+        })
     }
 
     /// When the view last completed a read of its whole table (first run or

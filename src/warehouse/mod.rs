@@ -3,7 +3,7 @@
 //! Contract every backend keeps:
 //! - reads are repeatable: the same window read twice yields the same rows
 //!   (modulo rows written to the table in between);
-//! - [`Warehouse::pages`] yields every row of the window exactly once, in pages.
+//! - [`Warehouse::pages`] yields every row of the window at least once (never skipped), in pages.
 //!   The order of rows, inside a page and across pages, is the backend's choice:
 //!   a backend that pages with keyset pagination (Snowflake) delivers pages in
 //!   increasing `(timestamp, entity)` order because its cursor needs it, while
@@ -35,7 +35,7 @@ pub type Nanos = i64;
 
 /// A table as a view's batch source names it; parts are resolved like
 /// Snowflake's unquoted identifiers (case-insensitively) by the backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TableRef {
     pub database: Option<String>,
     pub schema: Option<String>,
@@ -80,6 +80,9 @@ pub struct WindowQuery {
 pub struct NullKeyRows {
     pub null_entity: u64,
     pub null_timestamp: u64,
+    /// Rows with an entity whose timestamp [`Nanos`] cannot hold (before
+    /// 1677-09-21 or after 2262-04-11 UTC), left out of the pages.
+    pub out_of_range: u64,
 }
 
 /// A page of rows; see the module contract for column order.

@@ -21,8 +21,9 @@
 //!   with a row filter on the timestamp column; row groups without statistics
 //!   are read and filtered;
 //! - only the entity, timestamp and field columns are decoded; pages hold at
-//!   most `page_rows` rows and at most two pages are buffered ahead of sync,
-//!   so memory stays flat however large the table;
+//!   most `page_rows` rows and a few pages at most are in flight (the reader's
+//!   channel, sync's channel, the page being decoded), so memory stays flat
+//!   however large the table;
 //! - rows with a NULL entity, or a NULL timestamp on a full read, are delivered
 //!   in pages (sync counts them); [`Warehouse::null_key_rows`] is always zero.
 //!   A NULL timestamp is never after `since`, so incremental runs leave it out,

@@ -4,15 +4,24 @@
 //! pagination (`ORDER BY ts, entity LIMIT page_rows`, continuing after the
 //! greatest `(ts, entity)` of the previous page, computed from the page itself
 //! because result chunks arrive out of order); rows with a NULL entity or
-//! timestamp are left out of pages and counted by `null_key_rows`.
+//! timestamp, or a timestamp [`Nanos`] cannot hold, are left out of pages and
+//! counted by `null_key_rows`. The cursor's entity is compared as text, so a
+//! NUMBER entity column (ordered numerically by Snowflake) can have rows at a
+//! page edge read twice, never skipped.
+//!
+//! Table names resolve like unquoted identifiers: `describe` remembers the
+//! name that matched (e.g. `DB.S.T` for `db.s.t`), and the reads use it.
 //!
 //! Works around the crate's pitfalls: every call has a timeout; requests go
 //! through our own HTTP client (timeouts, no blind retries of POSTs, optional
-//! base-URL rewrite for proxies, private endpoints and tests); the session is
+//! base-URL rewrite of account-host requests for proxies, private endpoints and
+//! tests); URLs in errors lose their query strings (pre-signed chunk URLs carry
+//! credentials there); the session is
 //! rebuilt after any transient failure, since the crate never logs in again by
 //! itself. Assumes the crate's `log` output is kept at info or above by the
 //! logging setup (at debug it prints session tokens).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +41,20 @@ use super::{
 };
 use crate::config::{Credentials, WarehouseConfig};
 
-/// Rewrites every request's scheme, host and port to the configured base URL.
+/// Rewrites the scheme, host and port of requests to the Snowflake account
+/// host to the configured base URL. Result chunks are downloaded from
+/// pre-signed cloud-storage URLs through the same client and go out unchanged.
 struct BaseUrl(url::Url);
+
+/// Whether a request goes to the account host the crate builds
+/// (`{account}.snowflakecomputing.com`), and so follows `warehouse.base_url`.
+fn is_account_host(url: &url::Url) -> bool {
+    url.host_str().is_some_and(|h| {
+        h.to_ascii_lowercase()
+            .trim_end_matches('.')
+            .ends_with(".snowflakecomputing.com")
+    })
+}
 
 #[async_trait]
 impl Middleware for BaseUrl {
@@ -43,6 +64,9 @@ impl Middleware for BaseUrl {
         extensions: &mut http::Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
+        if !is_account_host(req.url()) {
+            return next.run(req, extensions).await;
+        }
         let url = req.url_mut();
         // Setting scheme/host/port on a parsed https URL cannot fail for http(s) targets.
         let _ = url.set_scheme(self.0.scheme());
@@ -73,6 +97,31 @@ pub struct SnowflakeWarehouse {
     login: Login,
     /// The live session; `None` after a failure so the next call logs in anew.
     api: Mutex<Option<Arc<SnowflakeApi>>>,
+    /// The stored name `describe` found for each requested table name.
+    resolved: Resolved,
+}
+
+/// Requested table name -> the name that matched in the warehouse.
+#[derive(Default)]
+struct Resolved(std::sync::Mutex<HashMap<TableRef, TableRef>>);
+
+impl Resolved {
+    fn remember(&self, requested: &TableRef, stored: &TableRef) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(requested.clone(), stored.clone());
+    }
+
+    /// The stored name of `requested`, or `requested` itself if it was never described.
+    fn get(&self, requested: &TableRef) -> TableRef {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(requested)
+            .cloned()
+            .unwrap_or_else(|| requested.clone())
+    }
 }
 
 impl std::fmt::Debug for SnowflakeWarehouse {
@@ -105,6 +154,7 @@ impl SnowflakeWarehouse {
                 timeout: cfg.query_timeout,
             },
             api: Mutex::new(None),
+            resolved: Resolved::default(),
         })
     }
 
@@ -204,7 +254,8 @@ impl SnowflakeWarehouse {
         q: &super::WindowQuery,
         after: Option<&(Nanos, String)>,
     ) -> Result<(Page, Option<(Nanos, String)>)> {
-        let batches = match self.exec(&window_page_sql(q, after)).await? {
+        let table = self.resolved.get(&q.table);
+        let batches = match self.exec(&window_page_sql(q, &table, after)).await? {
             QueryResult::Arrow(b) => b,
             QueryResult::Empty => Vec::new(),
             QueryResult::Json(j) => {
@@ -219,21 +270,38 @@ impl SnowflakeWarehouse {
     }
 }
 
-/// The SQL of one keyset page: the window's rows after the cursor `after`
-/// (the previous page's greatest `(timestamp, entity)`), ordered by
-/// `(timestamp, entity)`. Rows sharing the cursor's timestamp continue by
-/// entity, so a bulk update stamping more rows than a page is neither skipped
-/// nor read twice at a page edge.
-fn window_page_sql(q: &super::WindowQuery, after: Option<&(Nanos, String)>) -> String {
+/// `ts >= first AND ts <= last` instant [`Nanos`] can hold: rows outside are
+/// left out of pages (they could not be keyed nor paged past) and counted by
+/// `null_key_rows`.
+fn representable(ts: &str, zoned: bool) -> String {
+    format!(
+        "{ts} >= {} AND {ts} <= {}",
+        sql::timestamp_literal(Nanos::MIN, zoned),
+        sql::timestamp_literal(Nanos::MAX, zoned)
+    )
+}
+
+/// The SQL of one keyset page of `table` (the stored name of `q.table`): the
+/// window's rows after the cursor `after` (the previous page's greatest
+/// `(timestamp, entity)`), ordered by `(timestamp, entity)`. Rows sharing the
+/// cursor's timestamp continue by entity, so a bulk update stamping more rows
+/// than a page is never skipped at a page edge (and, for a text entity, never
+/// read twice).
+fn window_page_sql(
+    q: &super::WindowQuery,
+    table: &TableRef,
+    after: Option<&(Nanos, String)>,
+) -> String {
     let zoned = is_zoned(&q.timestamp_type);
     let e = sql::ident(&q.entity_column);
     let ts = sql::ident(&q.timestamp_column);
     let mut cols = vec![e.clone(), ts.clone()];
     cols.extend(q.field_columns.iter().map(|c| sql::ident(c)));
     let mut text = format!(
-        "SELECT {} FROM {} WHERE {e} IS NOT NULL AND {ts} IS NOT NULL",
+        "SELECT {} FROM {} WHERE {e} IS NOT NULL AND {}",
         cols.join(", "),
-        sql::table(&q.table)
+        sql::table(table),
+        representable(&ts, zoned)
     );
     if let Some(since) = q.since {
         text += &format!(" AND {ts} > {}", sql::timestamp_literal(since, zoned));
@@ -296,7 +364,8 @@ fn after_page(
         return Ok(None);
     }
     if last.is_none() && rows >= page_rows {
-        // A full page of rows whose time cannot be represented: no cursor to go on from.
+        // A full page of rows whose time cannot be represented: no cursor to go on
+        // from. The page query leaves such rows out, so this is a last resort.
         return Err(WarehouseError::Permanent(format!(
             "column {timestamp_column}: a full page of timestamps outside 1677..2262 cannot be paged past"
         )));
@@ -309,6 +378,7 @@ fn after_page(
 impl Warehouse for SnowflakeWarehouse {
     async fn describe(&self, table: &TableRef) -> Result<Vec<Column>> {
         if let Some(cols) = self.describe_exact(table).await? {
+            self.resolved.remember(table, table);
             return Ok(cols);
         }
         // Unquoted identifiers in Snowflake mean their upper-case form.
@@ -319,6 +389,7 @@ impl Warehouse for SnowflakeWarehouse {
         };
         if upper != *table {
             if let Some(cols) = self.describe_exact(&upper).await? {
+                self.resolved.remember(table, &upper);
                 return Ok(cols);
             }
         }
@@ -345,25 +416,7 @@ impl Warehouse for SnowflakeWarehouse {
     }
 
     async fn null_key_rows(&self, q: &super::WindowQuery) -> Result<NullKeyRows> {
-        let e = sql::ident(&q.entity_column);
-        let ts = sql::ident(&q.timestamp_column);
-        let in_window = match q.since {
-            Some(s) => format!(
-                "{ts} > {}",
-                sql::timestamp_literal(s, is_zoned(&q.timestamp_type))
-            ),
-            None => format!("{ts} IS NOT NULL"),
-        };
-        // NULL timestamps belong to no window; they are reported on full reads only.
-        let null_ts = if q.since.is_none() {
-            format!("COUNT_IF({ts} IS NULL)")
-        } else {
-            "0".to_string()
-        };
-        let text = format!(
-            "SELECT COUNT_IF({e} IS NULL AND {in_window}) AS NULL_ENTITY, {null_ts} AS NULL_TS FROM {}",
-            sql::table(&q.table)
-        );
+        let text = null_key_rows_sql(q, &self.resolved.get(&q.table));
         let rows = text_rows(self.exec(&text).await?)?;
         let num = |i: usize| -> u64 {
             rows.first()
@@ -374,6 +427,7 @@ impl Warehouse for SnowflakeWarehouse {
         Ok(NullKeyRows {
             null_entity: num(0),
             null_timestamp: num(1),
+            out_of_range: num(2),
         })
     }
 
@@ -396,6 +450,31 @@ impl Warehouse for SnowflakeWarehouse {
     async fn ping(&self) -> Result<()> {
         self.exec("SELECT 1").await.map(|_| ())
     }
+}
+
+/// The SQL counting the window's rows of `table` (the stored name of
+/// `q.table`) that pages leave out: NULL entity; NULL timestamp (full reads
+/// only); entity present but a timestamp [`Nanos`] cannot hold.
+fn null_key_rows_sql(q: &super::WindowQuery, table: &TableRef) -> String {
+    let zoned = is_zoned(&q.timestamp_type);
+    let e = sql::ident(&q.entity_column);
+    let ts = sql::ident(&q.timestamp_column);
+    let in_window = match q.since {
+        Some(s) => format!("{ts} > {}", sql::timestamp_literal(s, zoned)),
+        None => format!("{ts} IS NOT NULL"),
+    };
+    // NULL timestamps belong to no window; they are reported on full reads only.
+    let null_ts = if q.since.is_none() {
+        format!("COUNT_IF({ts} IS NULL)")
+    } else {
+        "0".to_string()
+    };
+    format!(
+        "SELECT COUNT_IF({e} IS NULL AND {in_window}) AS NULL_ENTITY, {null_ts} AS NULL_TS, \
+         COUNT_IF({e} IS NOT NULL AND {in_window} AND NOT ({})) AS OUT_OF_RANGE FROM {}",
+        representable(&ts, zoned),
+        sql::table(table)
+    )
 }
 
 fn is_zoned(snowflake_type: &str) -> bool {
@@ -423,8 +502,51 @@ fn is_missing_object(message: &str) -> bool {
     m.contains("does not exist") || m.contains("002003")
 }
 
-/// Sorts the crate's errors into retryable and permanent.
+/// Sorts the crate's errors into retryable and permanent, with the query
+/// strings of any URLs in the text removed (see [`redact_urls`]).
 fn classify(e: SnowflakeApiError) -> WarehouseError {
+    match classify_unredacted(e) {
+        WarehouseError::Transient(m) => WarehouseError::Transient(redact_urls(&m)),
+        WarehouseError::Permanent(m) => WarehouseError::Permanent(redact_urls(&m)),
+    }
+}
+
+/// `text` with the query string and fragment of every `http(s)://` URL
+/// replaced by `?…`: pre-signed result-chunk URLs carry signatures and tokens
+/// there. A URL ends at whitespace or at a character that cannot be part of it
+/// unescaped (`)`, quotes, `<`, `>`, `` ` ``).
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        // ASCII lower-casing keeps byte offsets, so they index `rest` too.
+        let lower = rest.to_ascii_lowercase();
+        let start = ["http://", "https://"]
+            .iter()
+            .filter_map(|scheme| lower.find(scheme))
+            .min();
+        let Some(start) = start else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..start]);
+        let url = &rest[start..];
+        let end = url
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '<' | '>' | '`'))
+            .unwrap_or(url.len());
+        let (url, after) = url.split_at(end);
+        match url.find(['?', '#']) {
+            Some(q) => {
+                out.push_str(&url[..q]);
+                out.push_str("?…");
+            }
+            None => out.push_str(url),
+        }
+        rest = after;
+    }
+}
+
+fn classify_unredacted(e: SnowflakeApiError) -> WarehouseError {
     use SnowflakeApiError as E;
     match e {
         E::ApiError(code, message) => {
@@ -604,20 +726,149 @@ mod tests {
 
     const T: Nanos = 1_700_000_000_000_000_000;
 
+    /// `window_page_sql` of the query's own table name.
+    fn page_sql(q: &super::super::WindowQuery, after: Option<&(Nanos, String)>) -> String {
+        window_page_sql(q, &q.table, after)
+    }
+
     #[test]
     fn first_page_sql_reads_the_window_in_key_order() {
         assert_eq!(
-            window_page_sql(&window(3, Some(T), "TIMESTAMP_NTZ(9)"), None),
+            page_sql(&window(3, Some(T), "TIMESTAMP_NTZ(9)"), None),
             "SELECT \"DOMAIN_USERID\", \"UPDATED_AT\", \"A\" FROM \"DB\".\"S\".\"T\" \
-             WHERE \"DOMAIN_USERID\" IS NOT NULL AND \"UPDATED_AT\" IS NOT NULL \
+             WHERE \"DOMAIN_USERID\" IS NOT NULL \
+             AND \"UPDATED_AT\" >= '1677-09-21 00:12:43.145224192'::TIMESTAMP_NTZ \
+             AND \"UPDATED_AT\" <= '2262-04-11 23:47:16.854775807'::TIMESTAMP_NTZ \
              AND \"UPDATED_AT\" > '2023-11-14 22:13:20.000000000'::TIMESTAMP_NTZ \
              ORDER BY \"UPDATED_AT\", \"DOMAIN_USERID\" LIMIT 3"
         );
     }
 
     #[test]
+    fn pages_leave_out_timestamps_nanos_cannot_hold_even_on_a_full_read() {
+        // A table whose first rows (in key order) are stamped 0001-01-01 must
+        // not fill a page with rows that cannot be paged past.
+        let sql = page_sql(&window(3, None, "TIMESTAMP_NTZ(9)"), None);
+        assert!(
+            sql.contains(
+                " AND \"UPDATED_AT\" >= '1677-09-21 00:12:43.145224192'::TIMESTAMP_NTZ \
+                 AND \"UPDATED_AT\" <= '2262-04-11 23:47:16.854775807'::TIMESTAMP_NTZ"
+            ),
+            "{sql}"
+        );
+        // The bounds are exactly the first and last representable instants.
+        assert_eq!(
+            sql::timestamp_literal(Nanos::MIN, false),
+            "'1677-09-21 00:12:43.145224192'::TIMESTAMP_NTZ"
+        );
+        assert_eq!(
+            sql::timestamp_literal(Nanos::MAX, true),
+            "'2262-04-11 23:47:16.854775807 +00:00'::TIMESTAMP_TZ"
+        );
+    }
+
+    #[test]
+    fn reads_use_the_table_name_describe_resolved() {
+        let q = window(3, None, "TIMESTAMP_NTZ(9)");
+        let lower = TableRef {
+            database: Some("db".into()),
+            schema: Some("s".into()),
+            table: "t".into(),
+        };
+        let resolved = Resolved::default();
+        // Never described: the name as given.
+        assert_eq!(resolved.get(&lower), lower);
+        resolved.remember(&lower, &q.table);
+        assert_eq!(resolved.get(&lower), q.table);
+        let q = super::super::WindowQuery {
+            table: lower.clone(),
+            ..q
+        };
+        let stored = resolved.get(&q.table);
+        assert!(
+            window_page_sql(&q, &stored, None).contains(" FROM \"DB\".\"S\".\"T\" WHERE "),
+            "{}",
+            window_page_sql(&q, &stored, None)
+        );
+        assert!(null_key_rows_sql(&q, &stored).ends_with(" FROM \"DB\".\"S\".\"T\""));
+        // An exact match maps the name to itself.
+        resolved.remember(&lower, &lower);
+        assert_eq!(resolved.get(&lower), lower);
+    }
+
+    #[test]
+    fn null_key_rows_count_unrepresentable_timestamps_apart_from_null_keys() {
+        let q = window(3, None, "TIMESTAMP_NTZ(9)");
+        assert_eq!(
+            null_key_rows_sql(&q, &q.table),
+            "SELECT COUNT_IF(\"DOMAIN_USERID\" IS NULL AND \"UPDATED_AT\" IS NOT NULL) AS NULL_ENTITY, \
+             COUNT_IF(\"UPDATED_AT\" IS NULL) AS NULL_TS, \
+             COUNT_IF(\"DOMAIN_USERID\" IS NOT NULL AND \"UPDATED_AT\" IS NOT NULL \
+             AND NOT (\"UPDATED_AT\" >= '1677-09-21 00:12:43.145224192'::TIMESTAMP_NTZ \
+             AND \"UPDATED_AT\" <= '2262-04-11 23:47:16.854775807'::TIMESTAMP_NTZ)) AS OUT_OF_RANGE \
+             FROM \"DB\".\"S\".\"T\""
+        );
+        let q = window(3, Some(0), "TIMESTAMP_TZ(9)");
+        let sql = null_key_rows_sql(&q, &q.table);
+        assert!(sql.contains(" 0 AS NULL_TS, "), "{sql}");
+        assert!(
+            sql.contains(
+                "COUNT_IF(\"DOMAIN_USERID\" IS NOT NULL \
+                 AND \"UPDATED_AT\" > '1970-01-01 00:00:00.000000000 +00:00'::TIMESTAMP_TZ \
+                 AND NOT (\"UPDATED_AT\" >= '1677-09-21 00:12:43.145224192 +00:00'::TIMESTAMP_TZ \
+                 AND \"UPDATED_AT\" <= '2262-04-11 23:47:16.854775807 +00:00'::TIMESTAMP_TZ)) AS OUT_OF_RANGE"
+            ),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn only_account_host_requests_follow_the_base_url() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert!(is_account_host(&url(
+            "https://xy12345.eu-central-1.snowflakecomputing.com/queries/v1/query-request"
+        )));
+        assert!(is_account_host(&url(
+            "https://ACME.SnowflakeComputing.COM/session"
+        )));
+        // Result chunks come from pre-signed cloud-storage URLs.
+        for chunk in [
+            "https://sfc-eu-ds1-customer-stage.s3.eu-central-1.amazonaws.com/x/0?X-Amz-Signature=abc",
+            "https://acct.blob.core.windows.net/results/x?sig=abc",
+            "https://storage.googleapis.com/bucket/x?X-Goog-Signature=abc",
+            "https://snowflakecomputing.com.evil.example/x",
+            "https://evilsnowflakecomputing.com/x",
+            "http://127.0.0.1:8080/x",
+        ] {
+            assert!(!is_account_host(&url(chunk)), "{chunk}");
+        }
+    }
+
+    #[test]
+    fn urls_in_errors_lose_query_strings_and_fragments() {
+        assert_eq!(
+            redact_urls("https://h/p?X-Amz-Signature=abc"),
+            "https://h/p?…"
+        );
+        assert_eq!(
+            redact_urls(
+                "error sending request for url (https://b.s3.amazonaws.com/r/0?X-Amz-Credential=k&X-Amz-Signature=s): \
+                 timed out; also HTTP://h/a#tok=1 and https://h/plain."
+            ),
+            "error sending request for url (https://b.s3.amazonaws.com/r/0?…): \
+             timed out; also HTTP://h/a?… and https://h/plain."
+        );
+        assert_eq!(redact_urls("no url here ü"), "no url here ü");
+        let e = classify(SnowflakeApiError::ApiError(
+            "000000".into(),
+            "see https://h/p?token=secret".into(),
+        ));
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
     fn next_page_sql_continues_equal_timestamps_by_entity_after_the_cursor() {
-        let sql = window_page_sql(
+        let sql = page_sql(
             &window(3, None, "TIMESTAMP_NTZ(9)"),
             Some(&(T + 1, "o'b\\".to_string())),
         );
@@ -635,13 +886,15 @@ mod tests {
     #[test]
     fn zoned_timestamp_columns_compare_instants() {
         for ty in ["TIMESTAMP_TZ(9)", "TIMESTAMP_LTZ(3)"] {
-            let sql = window_page_sql(&window(3, Some(0), ty), Some(&(0, "e".into())));
+            let sql = page_sql(&window(3, Some(0), ty), Some(&(0, "e".into())));
             assert_eq!(
                 sql.matches("'1970-01-01 00:00:00.000000000 +00:00'::TIMESTAMP_TZ")
                     .count(),
                 3,
                 "{sql}"
             );
+            assert_eq!(sql.matches(" +00:00'::TIMESTAMP_TZ").count(), 5, "{sql}");
+            assert!(!sql.contains("TIMESTAMP_NTZ"), "{sql}");
         }
     }
 
