@@ -51,7 +51,10 @@ async fn no_password_key_or_token_in_trace_logs_or_errors() {
         .unwrap();
     rig.redis_password = Some(REDIS_PASSWORD.into());
     let redis_url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}/", rig.redis.port);
-    let sections = format!("{BASE_CONFIG}[api]\ntokens = [\"{API_TOKEN}\"]\n");
+    let api_port = support::free_port();
+    let sections = format!(
+        "{BASE_CONFIG}[api]\nlisten = \"127.0.0.1:{api_port}\"\ntokens = [\"{API_TOKEN}\"]\n"
+    );
     let secrets = [WH_PASSWORD, REDIS_PASSWORD, API_TOKEN];
     let trace_config =
         |text: String| text.replace("level = \"info,materializer=debug\"", "level = \"trace\"");
@@ -79,7 +82,23 @@ async fn no_password_key_or_token_in_trace_logs_or_errors() {
     }
     rig.assert_converged(t).await;
     let daemon = rig.spawn("daemon", &["run"], &TRACE);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The token travels through the API's auth path: accepted once, refused once.
+    let http = reqwest::Client::new();
+    let status_url = format!("http://127.0.0.1:{api_port}/api/v1/sync/status");
+    let call = |token: &'static str| {
+        http.get(&status_url)
+            .header("Authorization", format!("Bearer {token}"))
+            .send()
+    };
+    assert!(
+        support::wait_for(Duration::from_secs(15), || async {
+            call(API_TOKEN).await.is_ok_and(|r| r.status() == 200)
+        })
+        .await,
+        "the API never accepted the token"
+    );
+    assert_eq!(call("not-the-token").await.unwrap().status(), 401);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     daemon.signal("TERM");
     let mut daemon = daemon;
     assert!(daemon.wait_exit(Duration::from_secs(10)).is_some());
