@@ -254,9 +254,15 @@ struct Tally {
 impl Tally {
     /// Keeps the first sample of a (column, reason) for the end-of-run log line.
     fn sample(&mut self, column: &str, reason: &'static str, sample: impl FnOnce() -> String) {
-        self.samples
-            .entry((column.to_string(), reason))
-            .or_insert_with(sample);
+        // Called per bad row or cell: look up without allocating a key; the
+        // map holds a handful of entries.
+        if !self
+            .samples
+            .keys()
+            .any(|(c, r)| c == column && *r == reason)
+        {
+            self.samples.insert((column.to_string(), reason), sample());
+        }
     }
 
     fn skip(&mut self, reason: &str, n: u64) {
