@@ -4,6 +4,7 @@
 //! gen_bench_data full      --dir DIR --table T --rows N --entities M [--files F] [--row-group R]
 //! gen_bench_data increment --dir DIR --table T --rows N --entities M
 //! gen_bench_data csv       --input FILE.csv --output FILE.parquet
+//! gen_bench_data ids       --entities M --count N
 //! ```
 //!
 //! `full` writes the reference shape: a string entity `DOMAIN_USERID` and
@@ -16,6 +17,8 @@
 //! existing entities, stamped within the last minute: what an incremental run
 //! has to find. `csv` converts the quickstart's example CSV (integers become
 //! int64, `YYYY-MM-DD HH:MM:SS[.fff]` a UTC-less timestamp, the rest text).
+//! `ids` prints `count` entity ids of a `full` table of `entities` entities,
+//! one a line, for the read benchmark (`examples/read_load.rs`).
 //! Output is deterministic apart from the clock.
 
 use std::fs::File;
@@ -76,6 +79,13 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Entity ids of a `full` table, picked at random, one a line.
+    Ids {
+        #[arg(long)]
+        entities: usize,
+        #[arg(long)]
+        count: usize,
+    },
 }
 
 const US_PER_S: i64 = 1_000_000;
@@ -107,6 +117,13 @@ fn main() -> anyhow::Result<()> {
             entities,
         } => increment(&dir.join(&table), rows, entities),
         Command::Csv { input, output } => csv(&input, &output),
+        Command::Ids { entities, count } => {
+            let mut rng = StdRng::seed_from_u64(7);
+            for _ in 0..count {
+                println!("{}", entity(rng.gen_range(0..entities.max(1))));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -9,8 +9,13 @@
 #      keys: the ceiling;
 #   2. times a full `materializer sync` (newest-wins guard on) under
 #      /usr/bin/time -v, recording peak RSS;
-#   3. appends 1% new rows and times the incremental `sync` that follows.
-# and prints one table: rows/s, % of the ceiling, peak RSS, incremental time.
+#   3. appends 1% new rows and times the incremental `sync` that follows;
+#   4. (1m shape, unless BENCH_READS=0) serves the synced store with `run` and
+#      measures the read API (examples/read_load.rs): requests/s, p50 and p99 of
+#      1-entity and 100-entity requests with 1 and 16 clients, idle and while a
+#      full resync of the same view runs beside them.
+# and prints one table: rows/s, % of the ceiling, peak RSS, incremental time,
+# then the read table.
 #
 # Usage: scripts/bench.sh [SHAPE...]   SHAPE = 1m | 200k-x5 | none (default: both)
 # Env: BENCH_DIR (work dir, default target/bench), BENCH_ROWS (default 1000000),
@@ -24,13 +29,15 @@ root=$PWD
 scripts/ensure-deps.sh
 command -v redis-benchmark >/dev/null || { echo "bench.sh: redis-benchmark not found (apt-get install redis-tools)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bench.sh: /usr/bin/time not found (apt-get install time)" >&2; exit 1; }
+command -v curl >/dev/null || { echo "bench.sh: curl not found (apt-get install curl)" >&2; exit 1; }
 
 echo "== building (release)" >&2
-cargo build --release --locked --quiet --bin materializer --example gen_bench_data
+cargo build --release --locked --quiet --bin materializer --example gen_bench_data --example read_load
 target=${CARGO_TARGET_DIR:-target}
 bin=$root/$target/release/materializer
 gen=$root/$target/release/examples/gen_bench_data
-[ -x "$bin" ] || { bin=$target/release/materializer; gen=$target/release/examples/gen_bench_data; }
+load=$root/$target/release/examples/read_load
+[ -x "$bin" ] || { bin=$target/release/materializer; gen=$target/release/examples/gen_bench_data; load=$target/release/examples/read_load; }
 
 work=${BENCH_DIR:-$root/target/bench}
 rows=${BENCH_ROWS:-1000000}
@@ -135,6 +142,44 @@ timed_sync() {
   echo "   CPU: materializer ${cpu}s, redis-server ${rcpu}s, wall ${wall}s" >&2
 }
 
+# The read API over the synced store of one shape: idle, then beside a full
+# resync of the same view. Appends lines to `reads`.
+reads=()
+read_bench() {
+  local dir=$1 config=$2 entities=$3
+  local api_port=$((port + 2))
+  while listening "$api_port"; do api_port=$((api_port + 1)); done
+  { cat "$config"; printf '[api]\nlisten = "127.0.0.1:%s"\n[scheduler]\ninterval = "1h"\n' "$api_port"; } >"$dir/reads.toml"
+  "$gen" ids --entities "$entities" --count 200000 >"$work/ids.txt"
+  "$bin" --config "$dir/reads.toml" run 2>"$work/reads-daemon.log" &
+  local daemon=$!
+  pids+=("$daemon")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  measure() { # label clients batch seconds
+    local out
+    out=$("$load" --url "http://127.0.0.1:$api_port" --join-key domain_userid \
+      --attribute bench_features_v1:TOTAL_REVENUE --ids "$work/ids.txt" --clients "$2" --batch "$3" --seconds "$4")
+    echo "   $1, $2 clients x $3 entities: $out" >&2
+    reads+=("$(printf '%-12s %7s %8s  %s' "$1" "$2" "$3" "$out")")
+  }
+  echo "== reads: idle" >&2
+  measure idle 1 1 5
+  measure idle 16 1 5
+  measure idle 1 100 5
+  measure idle 16 100 5
+  echo "== reads: beside a full resync" >&2
+  "$bin" --config "$dir/reads.toml" reset --view bench_features >/dev/null
+  curl -sf -X POST "http://127.0.0.1:$api_port/api/v1/sync/bench_features/versions/1/run" >/dev/null
+  sleep 0.5
+  measure during-sync 1 1 3
+  measure during-sync 16 1 3
+  local st
+  st=$(curl -sf "http://127.0.0.1:$api_port/api/v1/sync/status" | grep -o '"status":"[a-z]*"' | head -1)
+  echo "   the resync's run record after the measurements: $st (running = it overlapped all of them)" >&2
+  kill "$daemon" 2>/dev/null || true
+  wait "$daemon" 2>/dev/null || true
+}
+
 results=()
 for shape in "${shapes[@]}"; do
   case $shape in
@@ -172,6 +217,9 @@ for shape in "${shapes[@]}"; do
   results+=("$(printf '%-8s %9s %9s %6ss %6ss %9s %13s %13s %5s%% %7s %8ss %5s%%' \
     "$shape" "$full_read" "$keys" "$full_wall" "$full_run" "$full_rate" \
     "${ceiling%.*}" "${ceiling_after%.*}" "$pct" "${full_rss}MB" "$wall" "$inc_pct")")
+  if [ "$shape" = 1m ] && [ "${BENCH_READS:-1}" = 1 ]; then
+    read_bench "$dir" "$config" "$entities"
+  fi
 done
 
 if [ "$sf_rows" -gt 0 ]; then
@@ -199,3 +247,8 @@ printf '%-8s %9s %9s %7s %7s %9s %13s %13s %6s %7s %9s %6s\n' \
   shape rows keys wall run rows/s hset6-before hset6-after %ceil peakRSS "1%-incr" "%full"
 for r in "${results[@]}"; do echo "$r"; done
 echo "(rows/s = rows read / wall time of the whole sync command; %ceil against the ceiling measured before it)"
+if [ ${#reads[@]} -gt 0 ]; then
+  echo
+  printf '%-12s %7s %8s  %s\n' reads clients entities result
+  for r in "${reads[@]}"; do echo "$r"; done
+fi

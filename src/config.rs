@@ -34,7 +34,7 @@ pub struct Config {
 }
 
 /// The HTTP API of `run` (Signals-compatible registry and attributes, health, metrics).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ApiConfig {
     /// `IP:PORT` to serve on; unset means no HTTP API. Without `tokens` only a
@@ -43,6 +43,40 @@ pub struct ApiConfig {
     /// Bearer tokens accepted on `/api/v1/*`; any one of them will do.
     #[serde(deserialize_with = "secret_list")]
     pub tokens: Vec<Secret>,
+    /// Connections served at once; more wait in the listen backlog (they hold
+    /// no descriptor of ours), so the API can never starve the sync of them.
+    #[serde(deserialize_with = "lenient_usize")]
+    pub max_connections: usize,
+    /// A connection that has not sent a request's headers within this is closed.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Every request is answered within this (a 503 JSON error past it).
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Entities one `get-online-attributes` request may name (all keys together).
+    #[serde(deserialize_with = "lenient_usize")]
+    pub max_entities: usize,
+    /// Entities x attributes one `get-online-attributes` request may ask for.
+    #[serde(deserialize_with = "lenient_usize")]
+    pub max_cells: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: None,
+            tokens: Vec::new(),
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_entities: 1_000,
+            max_cells: 100_000,
+        }
+    }
 }
 
 impl ApiConfig {
@@ -168,10 +202,19 @@ pub struct WarehouseConfig {
     /// Upper bound on one warehouse call (login, query, result chunk).
     #[serde(default = "default_query_timeout", with = "duration")]
     pub query_timeout: Duration,
+    /// IANA zone (`Europe/Berlin`, `UTC`) whose wall times TIMESTAMP_NTZ values
+    /// (and Parquet timestamps without a zone) are; a view's
+    /// `batch_source.ntz_time_zone` overrides it. Checked at load.
+    #[serde(default = "default_ntz_time_zone")]
+    pub ntz_time_zone: String,
 }
 
 fn default_query_timeout() -> Duration {
     Duration::from_secs(120)
+}
+
+fn default_ntz_time_zone() -> String {
+    "UTC".into()
 }
 
 impl fmt::Debug for WarehouseConfig {
@@ -191,6 +234,7 @@ impl fmt::Debug for WarehouseConfig {
             .field("base_url", &self.base_url)
             .field("path", &self.path)
             .field("query_timeout", &self.query_timeout)
+            .field("ntz_time_zone", &self.ntz_time_zone)
             .finish()
     }
 }
@@ -210,6 +254,12 @@ pub enum Credentials {
 }
 
 impl WarehouseConfig {
+    /// `ntz_time_zone` as a zone; the error names the key.
+    pub fn ntz_zone(&self) -> Result<crate::warehouse::zone::Tz> {
+        crate::warehouse::zone::parse(&self.ntz_time_zone)
+            .map_err(|e| anyhow::anyhow!("warehouse.ntz_time_zone: {e}"))
+    }
+
     /// Reads the credential, from the config value or its file. Errors name the key.
     pub fn credentials(&self) -> Result<Credentials> {
         if let Some(p) = &self.password {
@@ -573,8 +623,35 @@ impl Config {
             bail!("api.tokens[{i}]: must not be empty");
         }
         self.api.listen_addr()?;
-        if self.profiles.project.is_empty() {
-            bail!("profiles.project: must not be empty");
+        for (key, n) in [
+            ("api.max_connections", self.api.max_connections),
+            ("api.max_entities", self.api.max_entities),
+            ("api.max_cells", self.api.max_cells),
+        ] {
+            if n == 0 {
+                bail!("{key}: must be at least 1");
+            }
+        }
+        for (key, d) in [
+            ("api.header_read_timeout", self.api.header_read_timeout),
+            ("api.idle_timeout", self.api.idle_timeout),
+            ("api.request_timeout", self.api.request_timeout),
+        ] {
+            if d.is_zero() {
+                bail!("{key}: must be longer than zero");
+            }
+        }
+        // The project names state keys and is a Redis Cluster hash-tag
+        // boundary: plain names only, as Feast requires.
+        let p = &self.profiles.project;
+        if p.is_empty()
+            || p.len() > 128
+            || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!("profiles.project: must be 1 to 128 letters, digits, `_` or `-`");
+        }
+        if self.profiles.state_prefix.contains(['{', '}']) {
+            bail!("profiles.state_prefix: must not contain `{{` or `}}`");
         }
         redis::Client::open(self.profiles.redis_url.expose()).map_err(|e| {
             anyhow::anyhow!(
@@ -585,6 +662,7 @@ impl Config {
             )
         })?;
         let w = &self.warehouse;
+        w.ntz_zone()?;
         match w.kind {
             WarehouseKind::Parquet => {
                 if w.path.as_deref().is_none_or(|p| p.as_os_str().is_empty()) {
@@ -942,5 +1020,37 @@ password = "hunter2"
         .err()
         .unwrap();
         assert!(format!("{e:#}").contains("MATERIALIZER__REGISTRY__FILES"));
+    }
+
+    #[test]
+    fn ntz_time_zone_defaults_to_utc_and_a_bad_zone_is_one_line_naming_the_key() {
+        let c = load(MINIMAL, &[]).unwrap().config;
+        assert_eq!(c.warehouse.ntz_zone().unwrap(), chrono_tz::Tz::UTC);
+        let c = load(
+            MINIMAL,
+            &[("MATERIALIZER__WAREHOUSE__NTZ_TIME_ZONE", "Europe/Berlin")],
+        )
+        .unwrap()
+        .config;
+        assert_eq!(
+            c.warehouse.ntz_zone().unwrap(),
+            chrono_tz::Tz::Europe__Berlin
+        );
+        let e = load(
+            &MINIMAL.replace(
+                "[warehouse]",
+                "[warehouse]\nntz_time_zone = \"Europe/Berlln\"",
+            ),
+            &[],
+        )
+        .err()
+        .unwrap();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("warehouse.ntz_time_zone")
+                && e.contains("Europe/Berlln")
+                && !e.contains('\n'),
+            "{e}"
+        );
     }
 }

@@ -9,11 +9,15 @@
 //! point (every hit when `@n` is absent). Actions: `exit` (the process ends at
 //! once with code [`EXIT_CODE`], no destructors, no flushing: as close to
 //! `kill -9` at that exact line as a process can do to itself) and `sleep(ms)`
-//! (the calling task pauses, to make a moment long enough to act in).
+//! (the calling task pauses, to make a moment long enough to act in) and
+//! `panic` (the calling task panics, as a bug would).
 //!
 //! Points in the code: `after_page_write` (a page is in Redis, the watermark
 //! has not moved), `mid_page` (between two newest-wins script calls of one
 //! page), `before_watermark_commit`, `before_lease_renewal`.
+//!
+//! Test tooling only: a release build (`debug_assertions` off) never reads the
+//! variable, so no failpoint can fire in a shipped binary.
 //!
 //! Contract: when the variable is unset, [`hit`] is one atomic load of an
 //! initialised `OnceLock` and returns at once; nothing else changes. An
@@ -33,6 +37,7 @@ const VAR: &str = "MATERIALIZER_FAILPOINTS";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     Exit,
+    Panic,
     Sleep(Duration),
 }
 
@@ -47,8 +52,8 @@ struct Point {
 fn points() -> &'static HashMap<String, Point> {
     static POINTS: OnceLock<HashMap<String, Point>> = OnceLock::new();
     POINTS.get_or_init(|| match std::env::var(VAR) {
-        Ok(spec) => parse(&spec),
-        Err(_) => HashMap::new(),
+        Ok(spec) if cfg!(debug_assertions) => parse(&spec),
+        _ => HashMap::new(),
     })
 }
 
@@ -59,9 +64,7 @@ fn parse(spec: &str) -> HashMap<String, Point> {
             Some((name, point)) => {
                 out.insert(name, point);
             }
-            None => eprintln!(
-                "{VAR}: ignoring `{entry}` (expected name=exit[@n] or name=sleep(ms)[@n])"
-            ),
+            None => eprintln!("{VAR}: ignoring `{entry}` (expected name=exit|panic|sleep(ms)[@n])"),
         }
     }
     out
@@ -78,6 +81,8 @@ fn parse_entry(entry: &str) -> Option<(String, Point)> {
     };
     let action = if action == "exit" {
         Action::Exit
+    } else if action == "panic" {
+        Action::Panic
     } else {
         let ms = action.strip_prefix("sleep(")?.strip_suffix(')')?;
         Action::Sleep(Duration::from_millis(ms.trim().parse().ok()?))
@@ -118,6 +123,7 @@ pub async fn hit(name: &str) {
             // `_exit`-like: no atexit handlers, no buffered output, no Drop.
             std::process::exit(EXIT_CODE)
         }
+        Action::Panic => panic!("failpoint {name}: panicking (hit {n})"),
         Action::Sleep(d) => {
             tracing::warn!(
                 failpoint = name,

@@ -1,5 +1,17 @@
 //! materializer: keeps a Redis Profiles Store (Feast layout) in step with
-//! attribute tables in a data warehouse. See DESIGN.md for the sync contract.
+//! attribute tables in a data warehouse. The sync contract is the README's "Guarantees".
+//!
+//! Dependency order (a module imports only from its own layer or below):
+//! 1. vocabulary: `time` (`Nanos`, instants as text, zone names), `model`
+//!    (views, field types), `config`, `failpoints`, `telemetry`;
+//! 2. the two stores, independent of each other: `warehouse` (tables in, Arrow
+//!    pages decoded to Feast values) and `profiles` (Redis in Feast's layout);
+//!    `warehouse::decode` uses `profiles::feast`'s value encoders, one way;
+//! 3. `metrics`, `registry`, `sync` (one run of one view), `scheduler`;
+//! 4. `api` (HTTP) and the CLI (`main.rs`).
+//!
+//! Still against the order: `model` and `config` reach zone names through
+//! `warehouse::zone`, a re-export of `time::{parse_zone, Tz}`.
 
 pub mod api;
 pub mod config;
@@ -11,4 +23,5 @@ pub mod registry;
 pub mod scheduler;
 pub mod sync;
 pub mod telemetry;
+pub mod time;
 pub mod warehouse;

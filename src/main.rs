@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use materializer::config::{Config, Loaded};
 use materializer::metrics::Metrics;
-use materializer::model::View;
+use materializer::model::{View, ViewId};
 use materializer::profiles::ProfileStore;
 use materializer::scheduler::{self, Scheduler};
 use materializer::sync::{self, format_nanos, format_skipped, RunError, Runner};
@@ -70,6 +70,16 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Unregister a view (any stored entry, even one this version cannot read):
+    /// no more runs, its watermark is forgotten; --purge also removes its values.
+    Delete {
+        /// NAME (every version) or NAME:VERSION
+        #[arg(long)]
+        view: String,
+        /// Also remove the view's values from every entity hash.
+        #[arg(long)]
+        purge: bool,
+    },
     /// Check the config, Redis, the warehouse, and every view's table and columns.
     Check,
     /// Print the stored profile of entities for a view, as JSON (read back from Redis).
@@ -122,6 +132,7 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<ExitCode> {
         Command::Apply { files } => apply(loaded, files).await,
         Command::Status { json } => status(loaded, json).await,
         Command::Reset { view, to } => reset(loaded, view, to).await,
+        Command::Delete { view, purge } => delete(loaded, view, purge).await,
         Command::Check => check(loaded).await,
         Command::Profile { view, entities } => profile(loaded, view, entities).await,
     }
@@ -217,16 +228,23 @@ async fn run_daemon(loaded: Loaded) -> Result<ExitCode> {
     let api = match loaded.config.api.listen_addr()? {
         Some(addr) => {
             let listener = api::bind(addr).await?;
+            // Reads get a connection of their own, so they never queue
+            // behind a sync's page writes.
+            let reads = store.separate().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %format!("{e:#}"), "no second Redis connection for the API; sharing the sync's");
+                store.clone()
+            });
             let state = api::ApiState::new(
-                store,
+                reads,
                 runner.warehouse.clone(),
                 runner.metrics.clone(),
                 handle,
-                loaded.config.api.tokens.clone(),
+                &loaded.config.api,
             );
             Some(tokio::spawn(api::serve(
                 listener,
                 state,
+                loaded.config.api.clone(),
                 shutdown.clone(),
                 loaded.config.scheduler.shutdown_grace,
             )))
@@ -275,12 +293,17 @@ async fn sync_once(loaded: Loaded, selector: Option<String>) -> Result<ExitCode>
             }
             // A crashed replica's lease expires by itself: wait for it once.
             let deadline = tokio::time::Instant::now() + lease_wait;
+            let mut rerun = true;
             loop {
                 let (rec, outcome) = runner.run(view, &shutdown).await;
                 match outcome {
                     Err(RunError::LeaseHeld(ref h)) if tokio::time::Instant::now() < deadline => {
                         tracing::info!(view = %view.id(), holder = %h, "waiting for the view's lease");
                         tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    // Reshaped or reset during the run: once more, in the registered shape.
+                    Err(RunError::Superseded(ref why)) if std::mem::take(&mut rerun) => {
+                        tracing::info!(view = %view.id(), reason = %why, "running again");
                     }
                     _ => return (view, Some((rec, outcome))),
                 }
@@ -370,7 +393,7 @@ async fn status(loaded: Loaded, json: bool) -> Result<ExitCode> {
         let run = &r["last_run"];
         println!(
             "{}:{}  {}  watermark={}  last_run={} {} rows_written={}{}",
-            r["view"].as_str().unwrap_or(""),
+            printable(r["view"].as_str().unwrap_or("")),
             r["version"],
             if r["online"] == true {
                 "online"
@@ -386,11 +409,25 @@ async fn status(loaded: Loaded, json: bool) -> Result<ExitCode> {
             run["rows_written"].as_u64().unwrap_or(0),
             run["last_error"]
                 .as_str()
-                .map(|e| format!("  last_error={e}"))
+                .map(|e| format!("  last_error={}", printable(e)))
                 .unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Text from the registry or a run, safe for a terminal: control characters
+/// (newlines, ANSI escapes) are shown escaped, so a name cannot forge a line.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 async fn reset(loaded: Loaded, selector: String, to: Option<String>) -> Result<ExitCode> {
@@ -416,6 +453,36 @@ async fn reset(loaded: Loaded, selector: String, to: Option<String>) -> Result<E
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn delete(loaded: Loaded, selector: String, purge: bool) -> Result<ExitCode> {
+    let (name, version) = ViewId::parse_selector(&selector).map_err(anyhow::Error::msg)?;
+    let (store, _, _) = connect(&loaded).await?;
+    // NAME:VERSION reaches any stored entry, even an unreadable one.
+    let ids: Vec<ViewId> = match version {
+        Some(version) => vec![ViewId { name, version }],
+        None => registry::select(&store, &selector)
+            .await?
+            .iter()
+            .map(View::id)
+            .collect(),
+    };
+    let mut code = ExitCode::SUCCESS;
+    for id in ids {
+        match registry::delete(&store, &id, purge).await? {
+            Some(d) if purge => println!(
+                "{}  deleted; values removed from {} entities",
+                printable(&id.to_string()),
+                d.purged_entities
+            ),
+            Some(_) => println!("{}  deleted", printable(&id.to_string())),
+            None => {
+                println!("{}  not registered", printable(&id.to_string()));
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
 }
 
 async fn check(loaded: Loaded) -> Result<ExitCode> {

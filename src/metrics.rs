@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use crate::model::ViewId;
 use crate::profiles::RunRecord;
-use crate::warehouse::Nanos;
+use crate::time::Nanos;
 
 /// Upper bounds (seconds) of the run duration histogram.
 const BUCKETS: [f64; 11] = [

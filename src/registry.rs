@@ -7,16 +7,14 @@
 //! watermark, so the next run reads the whole table into the new shape.
 //! Assumes views are small (a Redis hash holds them all).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-
-use anyhow::{bail, Context, Result};
-use redis::AsyncCommands;
+use std::sync::Arc;
 
 use crate::model::{View, ViewId};
+use crate::profiles::state::{Change, RegistryVersion};
 use crate::profiles::ProfileStore;
-
-const VIEWS_KEY: &str = "views";
+use anyhow::{bail, Context, Result};
 
 /// Reads views from a JSON or TOML file holding one view or a list of views
 /// (JSON array; TOML `[[views]]`).
@@ -88,14 +86,23 @@ pub fn read_globs_each(patterns: &[String], base: &Path) -> (Vec<View>, Vec<Stri
     (views, problems)
 }
 
-/// The parts of a view that decide what a run reads and writes.
+/// The parts of a view that decide what a run reads and writes (the zone of its
+/// NTZ timestamps included), and how long its values live: a change to any of
+/// them is a reshape.
 fn sync_shape(v: &View) -> serde_json::Value {
     serde_json::json!({
         "entity": v.entity.name,
         "source": [&v.batch_source.database, &v.batch_source.schema,
-                   &v.batch_source.table, &v.batch_source.timestamp_field],
+                   &v.batch_source.table, &v.batch_source.timestamp_field,
+                   &v.batch_source.ntz_time_zone],
         "fields": v.fields.iter().map(|f| (&f.name, &f.type_name)).collect::<Vec<_>>(),
+        "ttl": v.ttl(),
     })
+}
+
+/// Whether two views read and write the same (see [`sync_shape`]).
+pub fn same_shape(a: &View, b: &View) -> bool {
+    sync_shape(a) == sync_shape(b)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,8 +110,52 @@ pub enum Applied {
     Created,
     Unchanged,
     Updated,
-    /// Source, entity or fields changed: the watermark was forgotten.
+    /// Source, entity, fields or ttl changed: a new shape generation; the
+    /// watermark was forgotten, and the next completed run replaces every value
+    /// of the old shape.
     Reshaped,
+}
+
+/// How often a registry change is retried when another applier changed the
+/// same entry in between (each retry reads the entry again).
+const CAS_ATTEMPTS: usize = 16;
+
+/// Stores one valid view, deciding against the entry as it is now; with
+/// `only_create`, does nothing (returns `None`) if the view exists.
+async fn put_one(store: &ProfileStore, v: &View, only_create: bool) -> Result<Option<Applied>> {
+    let id = v.id();
+    let json = serde_json::to_string(v)?;
+    for _ in 0..CAS_ATTEMPTS {
+        let old_entry = store.registry_entry(&id).await?;
+        if only_create && old_entry.is_some() {
+            return Ok(None);
+        }
+        let outcome = match &old_entry {
+            None => Applied::Created,
+            Some(e) if *e == json => Applied::Unchanged,
+            // An entry this version cannot read is replaced like a reshape.
+            Some(e) => match serde_json::from_str::<View>(e) {
+                Ok(o) if o == *v => Applied::Unchanged,
+                Ok(o) if same_shape(&o, v) => Applied::Updated,
+                _ => Applied::Reshaped,
+            },
+        };
+        if outcome == Applied::Unchanged {
+            return Ok(Some(outcome));
+        }
+        let change = match outcome {
+            Applied::Created => Change::Create,
+            Applied::Updated => Change::Update,
+            _ => Change::Reshape,
+        };
+        if store
+            .registry_put(&id, old_entry.as_deref(), &json, change)
+            .await?
+        {
+            return Ok(Some(outcome));
+        }
+    }
+    bail!("view `{id}` kept changing under concurrent applies; try again")
 }
 
 /// Validates all views, then stores them.
@@ -122,50 +173,71 @@ pub async fn apply(store: &ProfileStore, views: &[View]) -> Result<Vec<(ViewId, 
     if !problems.is_empty() {
         bail!("nothing applied: {}", problems.join("; "));
     }
-    let mut conn = store.conn();
-    let key = store.state_key(VIEWS_KEY);
     let mut out = Vec::new();
     for v in views {
-        let id = v.id();
-        let old: Option<String> = conn.hget(&key, id.to_string()).await?;
-        let old: Option<View> = old.and_then(|s| serde_json::from_str(&s).ok());
-        let outcome = match &old {
-            None => Applied::Created,
-            Some(o) if o == v => Applied::Unchanged,
-            Some(o) if sync_shape(o) != sync_shape(v) => Applied::Reshaped,
-            Some(_) => Applied::Updated,
-        };
-        if outcome != Applied::Unchanged {
-            let _: () = conn
-                .hset(&key, id.to_string(), serde_json::to_string(v)?)
-                .await?;
-        }
-        if outcome == Applied::Reshaped {
-            store.reset_watermark(&id, None).await?;
-        }
-        out.push((id, outcome));
+        let outcome = put_one(store, v, false).await?.expect("not create-only");
+        out.push((v.id(), outcome));
     }
     Ok(out)
 }
 
-/// Every registered view, ordered by name and version.
-pub async fn list(store: &ProfileStore) -> Result<Vec<View>> {
-    let mut conn = store.conn();
-    let all: BTreeMap<String, String> = conn.hgetall(store.state_key(VIEWS_KEY)).await?;
-    let mut views = Vec::with_capacity(all.len());
-    for (id, json) in all {
+/// Registers a valid view only if no view of that name and version exists,
+/// atomically: of many concurrent creators exactly one gets `true`.
+pub async fn create(store: &ProfileStore, view: &View) -> Result<bool> {
+    view.validate().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(put_one(store, view, true).await?.is_some())
+}
+
+/// Parses the registry's entries; an unreadable or invalid entry (stored by an
+/// older version, or by hand) is logged and skipped, never fatal.
+fn parse_entries(entries: BTreeMap<String, String>) -> Vec<View> {
+    let mut views = Vec::with_capacity(entries.len());
+    for (id, json) in entries {
         match serde_json::from_str::<View>(&json)
             .map_err(|e| e.to_string())
             .and_then(|v| v.validate().map(|()| v))
         {
             Ok(v) => views.push(v),
             Err(e) => {
-                tracing::error!(view = %id, error = %e, "registry entry is unreadable; skipped")
+                tracing::error!(view = ?id, error = %e, "registry entry is unreadable or invalid; skipped")
             }
         }
     }
     views.sort_by_key(View::id);
-    Ok(views)
+    views
+}
+
+/// Every registered view, ordered by name and version.
+pub async fn list(store: &ProfileStore) -> Result<Vec<View>> {
+    Ok(parse_entries(store.registry_snapshot().await?.entries))
+}
+
+/// [`list`] with the registry's revision, read at the same moment.
+pub async fn list_with_revision(store: &ProfileStore) -> Result<(u64, Vec<View>)> {
+    let snap = store.registry_snapshot().await?;
+    Ok((snap.revision, parse_entries(snap.entries)))
+}
+
+/// The registered views by Feast name, as read at one registry version; a
+/// reader keeps them until the version changes.
+#[derive(Debug, Default)]
+pub struct CachedViews {
+    version: Option<RegistryVersion>,
+    by_feast_name: Arc<HashMap<String, View>>,
+}
+
+impl CachedViews {
+    /// The cached views, if they were read at `version`.
+    pub fn current(&self, version: &RegistryVersion) -> Option<Arc<HashMap<String, View>>> {
+        (self.version.as_ref() == Some(version)).then(|| self.by_feast_name.clone())
+    }
+
+    /// Replaces the cache with `views`, read at `version`.
+    pub fn store(&mut self, version: RegistryVersion, views: Vec<View>) -> Arc<HashMap<String, View>> {
+        self.version = Some(version);
+        self.by_feast_name = Arc::new(views.into_iter().map(|v| (v.feast_name(), v)).collect());
+        self.by_feast_name.clone()
+    }
 }
 
 /// Views matching `NAME` (every version) or `NAME:VERSION`.
@@ -184,11 +256,10 @@ pub async fn select(store: &ProfileStore, selector: &str) -> Result<Vec<View>> {
 
 /// One registered view, if any.
 pub async fn get(store: &ProfileStore, id: &ViewId) -> Result<Option<View>> {
-    let mut conn = store.conn();
-    let json: Option<String> = conn
-        .hget(store.state_key(VIEWS_KEY), id.to_string())
-        .await?;
-    json.map(|s| serde_json::from_str(&s).with_context(|| format!("registry entry `{id}`")))
+    store
+        .registry_entry(id)
+        .await?
+        .map(|s| serde_json::from_str(&s).with_context(|| format!("registry entry `{id}`")))
         .transpose()
 }
 
@@ -200,78 +271,28 @@ pub struct Deleted {
 }
 
 /// Unregisters a view: no more runs, and its watermark, last run and last full
-/// read are forgotten, so registering it again resyncs from scratch. With
-/// `purge`, the view's values and `_ts:` field are also removed from every
-/// entity hash (other views' fields on the same hash stay); this SCANs the
-/// keys of the view's entity, so it costs a pass over them. A run that is in
-/// flight during a purge may write a page back; purge again after it ends.
+/// read are forgotten, so registering it again resyncs from scratch (and its
+/// first completed run removes what this registration left). With `purge`,
+/// the view's values and `_ts:` field are also removed from every entity hash
+/// (other views' fields on the same hash stay); this SCANs the keys of the
+/// view's entity, so it costs a pass over them. A run in flight cannot commit
+/// afterwards, but may write a page back; purge again after it ends.
 /// `None` when the view is not registered.
 pub async fn delete(store: &ProfileStore, id: &ViewId, purge: bool) -> Result<Option<Deleted>> {
-    let Some(view) = get(store, id).await? else {
-        return Ok(None);
-    };
-    let mut conn = store.conn();
-    let _: () = conn
-        .hdel(store.state_key(VIEWS_KEY), id.to_string())
-        .await?;
-    store.reset_watermark(id, None).await?;
-    let _: () = conn
-        .del(store.state_key(&format!("run:{}:{}", id.name, id.version)))
-        .await?;
-    let purged_entities = if purge {
-        purge_values(store, &view).await?
-    } else {
-        0
-    };
-    Ok(Some(Deleted { purged_entities }))
-}
-
-/// Escapes the glob metacharacters of Redis `MATCH` in a binary key part.
-fn glob_escape(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    for &b in bytes {
-        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
-            out.push(b'\\');
+    for _ in 0..CAS_ATTEMPTS {
+        let Some(entry) = store.registry_entry(id).await? else {
+            return Ok(None);
+        };
+        if !store.registry_delete(id, &entry).await? {
+            continue;
         }
-        out.push(b);
+        let purged_entities = match serde_json::from_str::<View>(&entry) {
+            Ok(view) if purge => store.purge_view(&view).await?,
+            _ => 0,
+        };
+        return Ok(Some(Deleted { purged_entities }));
     }
-    out
-}
-
-async fn purge_values(store: &ProfileStore, view: &View) -> Result<u64> {
-    use crate::profiles::feast;
-    // Every key of this entity starts with the serialized join key and ends
-    // with the project; the value in between varies.
-    let empty = feast::entity_key(view.entity.join_key(), b"", "");
-    let mut pattern = glob_escape(&empty[..empty.len() - 4]);
-    pattern.push(b'*');
-    pattern.extend(glob_escape(store.project().as_bytes()));
-    let fields = crate::profiles::view_hash_fields(view);
-    let mut conn = store.conn();
-    let mut cursor: u64 = 0;
-    let mut purged = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let mut pipe = redis::pipe();
-            for k in &keys {
-                pipe.hdel(k, &fields);
-            }
-            let removed: Vec<u64> = pipe.query_async(&mut conn).await?;
-            purged += removed.iter().filter(|n| **n > 0).count() as u64;
-        }
-        if next == 0 {
-            return Ok(purged);
-        }
-        cursor = next;
-    }
+    bail!("view `{id}` kept changing under concurrent applies; try again")
 }
 
 /// Every registered view with its watermark, lease holder and last run: what

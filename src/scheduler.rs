@@ -81,6 +81,17 @@ pub fn backoff(failures: u32, initial: Duration, max: Duration, jitter: f64) -> 
     exp.min(max).mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
+/// How far ahead a run is planned when `from + by` does not fit an [`Instant`].
+const FAR_AHEAD: Duration = Duration::from_secs(365 * 86_400);
+
+/// `from + by`, never panicking: an instant past the clock's range becomes
+/// [`FAR_AHEAD`] from `from` (or `from` itself if even that does not fit).
+fn later(from: Instant, by: Duration) -> Instant {
+    from.checked_add(by)
+        .or_else(|| from.checked_add(FAR_AHEAD))
+        .unwrap_or(from)
+}
+
 impl Scheduler {
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_views));
@@ -92,8 +103,8 @@ impl Scheduler {
             .iter()
             .map(|v| (v.id(), v.clone()))
             .collect();
-        // The state incarnation the registry was last seen in (see `refresh`).
-        let mut epoch: Option<String> = None;
+        // The state incarnation and registry revision last seen (see `refresh`).
+        let mut seen = Seen::default();
         let mut next_refresh = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         // Which view each run task serves, so a task that panics (and so never
@@ -107,8 +118,8 @@ impl Scheduler {
 
         loop {
             if Instant::now() >= next_refresh {
-                next_refresh = Instant::now() + REGISTRY_REFRESH;
-                match self.refresh(&mut known, &mut epoch).await {
+                next_refresh = later(Instant::now(), REGISTRY_REFRESH);
+                match self.refresh(&mut known, &mut seen).await {
                     Ok(list) => views = list,
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "cannot read the registry; keeping the last one")
@@ -125,7 +136,10 @@ impl Scheduler {
                 let st = states.entry(id.clone()).or_default();
                 // A new view starts soon, spread a little so replicas interleave.
                 let due = *st.next_due.get_or_insert_with(|| {
-                    now + Duration::from_millis(rand::thread_rng().gen_range(0..500))
+                    later(
+                        now,
+                        Duration::from_millis(rand::thread_rng().gen_range(0..500)),
+                    )
                 });
                 if st.running || due > now {
                     continue;
@@ -180,6 +194,9 @@ impl Scheduler {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(wake) => {}
                 Some((id, outcome)) = done_rx.recv() => {
+                    if matches!(outcome, Err(RunError::Superseded(_))) {
+                        next_refresh = Instant::now();
+                    }
                     self.settle(states.entry(id.clone()).or_default(), views.get(&id), outcome);
                 }
                 Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
@@ -240,6 +257,12 @@ impl Scheduler {
                 interval
             }
             Err(RunError::Interrupted) => interval,
+            // The registry changed under the run: run again at once, in the
+            // registered shape (the registry is re-read first).
+            Err(RunError::Superseded(_)) => {
+                st.failures = 0;
+                Duration::ZERO
+            }
             Err(_) => {
                 st.failures += 1;
                 let delay = backoff(
@@ -258,62 +281,81 @@ impl Scheduler {
                 delay
             }
         };
-        st.next_due = Some(
-            Instant::now()
-                + if std::mem::take(&mut st.rerun) {
-                    Duration::ZERO
-                } else {
-                    delay
-                },
-        );
+        st.next_due = Some(later(
+            Instant::now(),
+            if std::mem::take(&mut st.rerun) {
+                Duration::ZERO
+            } else {
+                delay
+            },
+        ));
     }
 
-    /// Re-reads the registry; restores it when Redis lost the daemon's state.
+    /// Re-reads the registry; restores it when Redis lost the daemon's state
+    /// or the registry went back in time.
     ///
     /// Loss shows as a missing or changed state epoch: after a flush, any
     /// process that connects (a CLI command, another replica) re-creates the
     /// state layout with a new epoch, so the layout being present again must
-    /// not hide that the views applied through the API are gone.
+    /// not hide that the views applied through the API are gone. A failover to
+    /// a lagging replica, or a restore of an older snapshot, keeps the epoch
+    /// but shows a registry revision lower than one already seen: views applied
+    /// since would look deleted, so the registry is restored the same way.
     async fn refresh(
         &self,
         known: &mut BTreeMap<ViewId, View>,
-        epoch: &mut Option<String>,
+        seen: &mut Seen,
     ) -> anyhow::Result<BTreeMap<ViewId, View>> {
         let store = &self.runner.store;
         let current = store.state_epoch().await?;
-        let lost = match (&current, &*epoch) {
+        let (mut revision, mut views) = registry::list_with_revision(store).await?;
+        let lost = match (&current, &seen.epoch) {
             (None, _) => true,
-            (Some(now), Some(seen)) => now != seen,
+            (Some(now), Some(then)) => now != then,
             (Some(_), None) => false,
         };
-        if lost {
-            tracing::warn!(
-                views = known.len(),
-                "Redis holds none of the daemon's state (flushed or replaced): restoring the registry; every view resyncs"
-            );
-            store.migrate().await?;
+        let went_back = !lost && revision < seen.revision;
+        if lost || went_back {
+            if lost {
+                tracing::warn!(
+                    views = known.len(),
+                    "Redis holds none of the daemon's state (flushed or replaced): restoring the registry; every view resyncs"
+                );
+                store.migrate().await?;
+            } else {
+                tracing::warn!(
+                    views = known.len(),
+                    revision,
+                    seen = seen.revision,
+                    "the registry went back in time (failover to a lagging replica, or an older snapshot): restoring the views this daemon knows"
+                );
+            }
             let all: Vec<View> = known.values().cloned().collect();
             registry::apply(store, &all).await?;
-            *epoch = store.state_epoch().await?;
-        } else {
-            *epoch = current;
+            (revision, views) = registry::list_with_revision(store).await?;
         }
-        let listed: BTreeMap<ViewId, View> = registry::list(store)
-            .await?
-            .into_iter()
-            .map(|v| (v.id(), v))
-            .collect();
+        let epoch = store.state_epoch().await?;
+        let listed: BTreeMap<ViewId, View> = views.into_iter().map(|v| (v.id(), v)).collect();
         // Gone from an intact registry means deleted on purpose: a later
         // restore must not bring it back (files are re-read at start anyway).
         // Intact means the same epoch before and after the listing.
-        if !lost && store.state_epoch().await? == *epoch {
+        if !lost && !went_back && epoch == current {
             known.retain(|id, _| {
                 listed.contains_key(id) || self.file_views.iter().any(|v| v.id() == *id)
             });
         }
         known.extend(listed.iter().map(|(k, v)| (k.clone(), v.clone())));
+        *seen = Seen { epoch, revision };
         Ok(listed)
     }
+}
+
+/// What [`Scheduler::refresh`] last saw of the state: its incarnation and the
+/// registry's revision.
+#[derive(Debug, Default)]
+struct Seen {
+    epoch: Option<String>,
+    revision: u64,
 }
 
 #[cfg(test)]
@@ -328,5 +370,19 @@ mod tests {
         assert_eq!(backoff(3, s(10), s(300), 1.0), s(40));
         assert_eq!(backoff(30, s(10), s(300), 1.0), s(300));
         assert_eq!(backoff(1, s(10), s(300), 0.0), s(5));
+    }
+
+    #[test]
+    fn planning_a_run_past_the_clocks_range_never_panics() {
+        let now = Instant::now();
+        assert_eq!(later(now, Duration::MAX), now + FAR_AHEAD);
+        assert_eq!(
+            later(now, Duration::from_secs(10_000_000_000_000_000_000)),
+            now + FAR_AHEAD
+        );
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
     }
 }

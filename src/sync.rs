@@ -1,20 +1,28 @@
-//! One run of one view: the sync contract of DESIGN.md, in order.
+//! One run of one view: the sync contract of the README ("Guarantees"), in order.
 //!
-//! 1. take the view's lease (one writer per view), renewed while the run lasts;
-//! 2. window: rows with `timestamp > W - lookback` (all rows, or those from
-//!    `backfill_since`, when there is no watermark `W`);
-//! 3. read pages (in whatever order the backend delivers them); per page keep
-//!    the latest row per entity and write it newest-wins, so an entity's older
-//!    row arriving in a later page is stale in Redis and changes nothing.
-//!    Reading, decoding and writing overlap: the warehouse reads the next page
-//!    while this run decodes one and Redis runs the one before, each hand-off
-//!    holding at most one page, so memory stays flat however large the window;
-//! 4. skip and count rows with a NULL entity or timestamp, and fields whose
+//! 1. take the view's lease (one writer per view), renewed while the run lasts
+//!    (the renewer dies with the run, however the run ends);
+//! 2. read the view as registered now, with its shape generation, revision,
+//!    watermark `W` and last full read, in one snapshot: a scheduler's outdated
+//!    copy of the view is never what runs;
+//! 3. window: rows with `timestamp > min(W, now) - lookback` (all rows, or those
+//!    from `backfill_since`, when there is no watermark or a full read is due);
+//! 4. read pages (in whatever order the backend delivers them); per page keep
+//!    the latest row per entity and write it newest-wins at the view's shape
+//!    generation, so an entity's older row arriving in a later page is stale in
+//!    Redis and changes nothing. Reading, decoding and writing overlap: the
+//!    warehouse reads the next page while this run decodes one and Redis runs
+//!    the one before, each hand-off holding at most one page, so memory stays
+//!    flat however large the window;
+//! 5. skip and count rows with a NULL entity or timestamp, and fields whose
 //!    value does not fit the field's type, logging column, reason and a sample;
-//! 5. only after every page is written, move the watermark to
-//!    `max(W, greatest timestamp read that is not in the future)`, checking the
-//!    lease in the same step. A shutdown between pages ends the run without
-//!    committing anything.
+//! 6. only after every page is written (and, on the first full read of a new
+//!    shape generation, after the older shapes' values are removed), move the
+//!    watermark to `max(W, greatest timestamp read that is not beyond the
+//!    future skew)`, never past the warehouse's now, checking the lease and the
+//!    view's revision in the same step: a run of a view that was reshaped,
+//!    deleted or reset meanwhile commits nothing. A shutdown between pages ends
+//!    the run without committing anything.
 //!
 //! Assumes an entity's timestamps only move forward, and that the store's
 //! writes are idempotent (a failed run is simply run again).
@@ -29,15 +37,19 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SyncConfig;
 use crate::metrics::Metrics;
 use crate::model::{FieldType, View, ViewId};
-use crate::profiles::{Commit, PreparedWrite, ProfileStore, RunRecord, Upsert, WriteSpec};
+use crate::profiles::state::{Commit, RunState};
+use crate::profiles::{PreparedWrite, ProfileStore, RunRecord, Upsert, WriteSpec};
+pub use crate::time::format_nanos;
+use crate::time::Nanos;
 use crate::warehouse::decode;
 use crate::warehouse::{
-    resolve_column, Column, Nanos, Page, TableRef, Warehouse, WarehouseError, WindowQuery,
+    resolve_column, Column, ColumnType, Page, TableRef, Warehouse, WarehouseError, WindowQuery,
 };
 
 /// Why a run did not complete. The scheduler retries both `Retryable` and
 /// `Permanent` with backoff (a permanent problem is fixed by a person, without a
-/// restart), and simply tries `LeaseHeld` again at the next interval.
+/// restart), simply tries `LeaseHeld` again at the next interval, and runs a
+/// `Superseded` view again at once, in its registered shape.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{0}")]
@@ -48,6 +60,10 @@ pub enum RunError {
     LeaseHeld(String),
     #[error("stopped by shutdown before the run finished; nothing committed")]
     Interrupted,
+    /// The view was reshaped, deleted or reset while the run was on; nothing
+    /// was committed.
+    #[error("{0}")]
+    Superseded(String),
 }
 
 impl From<WarehouseError> for RunError {
@@ -72,6 +88,7 @@ impl RunError {
             RunError::Retryable(_) => "retryable",
             RunError::LeaseHeld(_) => "lease_held",
             RunError::Interrupted => "interrupted",
+            RunError::Superseded(_) => "superseded",
         }
     }
 }
@@ -81,7 +98,7 @@ impl RunError {
 pub struct ColumnPlan {
     pub entity: String,
     pub timestamp: String,
-    pub timestamp_type: String,
+    pub timestamp_type: ColumnType,
     pub fields: Vec<(String, FieldType)>,
 }
 
@@ -150,35 +167,45 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-/// Exclusive lower bound of a run's window: `W - lookback`, or the first-run
-/// bound (`backfill_since`, inclusive, so one nanosecond earlier), never below
-/// `backfill_since`. `None` reads everything.
+/// Exclusive lower bound of a run's window: `min(W, now) - lookback`, or the
+/// first-run bound (`backfill_since`, inclusive, so one nanosecond earlier),
+/// never below `backfill_since`. `None` reads everything. A watermark later
+/// than the warehouse's `now` (left by an older version, or a clock that went
+/// back) is read from `now`, so the lookback always covers real time.
 pub fn window_since(
     watermark: Option<Nanos>,
     lookback: Duration,
     backfill_since: Option<Nanos>,
+    now: Nanos,
 ) -> Option<Nanos> {
     let floor = backfill_since.map(|b| b.saturating_sub(1));
-    match (watermark, floor) {
-        (Some(w), Some(f)) => Some(w.saturating_sub(nanos(lookback)).max(f)),
-        (Some(w), None) => Some(w.saturating_sub(nanos(lookback))),
-        (None, f) => f,
+    let from = watermark.map(|w| w.min(now).saturating_sub(nanos(lookback)));
+    match (from, floor) {
+        (Some(w), Some(f)) => Some(w.max(f)),
+        (w, f) => w.or(f),
     }
 }
 
-/// The watermark after a complete run: it never moves backwards, and moves
-/// forward only to the greatest timestamp read that was not in the future.
-pub fn next_watermark(current: Option<Nanos>, greatest_not_future: Option<Nanos>) -> Option<Nanos> {
-    match (current, greatest_not_future) {
+/// The watermark after a complete run: `max(W, greatest timestamp counted)`,
+/// but never later than the warehouse's `now`, so a row stamped in the future
+/// (even inside `max_future_skew`) can never hide an on-time row delivered
+/// after it. It only moves back when it stood in the future.
+pub fn next_watermark(
+    current: Option<Nanos>,
+    greatest: Option<Nanos>,
+    now: Nanos,
+) -> Option<Nanos> {
+    let next = match (current, greatest) {
         (Some(c), Some(g)) => Some(c.max(g)),
         (c, g) => c.or(g),
-    }
+    };
+    next.map(|n| n.min(now))
 }
 
-/// The greatest time a run may move the watermark to, after reading a row
-/// stamped `ts`: a row later than `future_limit` (the warehouse's now plus
-/// `max_future_skew`) is written but never counts, so one wrong clock cannot
-/// park the watermark in the future and hide every later row behind it.
+/// The greatest timestamp a run counts towards its watermark, after reading a
+/// row stamped `ts`: a row later than `future_limit` (the warehouse's now plus
+/// `max_future_skew`) is written but never counts; the rest count, and
+/// [`next_watermark`] caps the result at the warehouse's now.
 pub fn watermark_candidate(
     greatest: Option<Nanos>,
     ts: Nanos,
@@ -276,15 +303,6 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub fn format_nanos(n: Nanos) -> String {
-    chrono::DateTime::from_timestamp(
-        n.div_euclid(1_000_000_000),
-        n.rem_euclid(1_000_000_000) as u32,
-    )
-    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-    .unwrap_or_else(|| n.to_string())
-}
-
 impl Runner {
     /// One run of `view`; always leaves a run record behind (except when the
     /// lease is held elsewhere, which is not this replica's run to record).
@@ -314,12 +332,26 @@ impl Runner {
             Ok(true) => {
                 tracing::debug!(view = %id, lease = %token, "lease taken; run started");
                 let lease_lost = CancellationToken::new();
-                let renewer =
-                    self.spawn_lease_renewal(id.clone(), token.clone(), lease_lost.clone());
-                let r = self
-                    .run_leased(view, &token, shutdown, &lease_lost, &mut rec)
-                    .await;
-                renewer.abort();
+                // Dropped on every way out of this block, a panic included, so
+                // a failed run never keeps renewing a lease nobody uses.
+                let _renewer = AbortOnDrop(self.spawn_lease_renewal(
+                    id.clone(),
+                    token.clone(),
+                    lease_lost.clone(),
+                ));
+                let r = match self.store.run_state(&id).await {
+                    Ok(Some(state)) => {
+                        if !crate::registry::same_shape(&state.view, view) {
+                            tracing::info!(view = %id, "the view was reshaped since it was scheduled; running the registered shape");
+                        }
+                        self.run_leased(&state, &token, shutdown, &lease_lost, &mut rec)
+                            .await
+                    }
+                    Ok(None) => Err(RunError::Superseded(
+                        "the view is no longer registered (deleted)".into(),
+                    )),
+                    Err(e) => Err(RunError::from(e)),
+                };
                 tracing::debug!(view = %id, lease = %token, "run ended; releasing lease");
                 if let Err(e) = self.store.release_lease(&id, &token).await {
                     tracing::warn!(view = %id, error = %e, "could not release lease; it expires by itself");
@@ -345,10 +377,10 @@ impl Runner {
                 rec.last_success_at = rec.finished_at.clone();
             }
             Err(e) => {
-                rec.status = if matches!(e, RunError::Interrupted) {
-                    "interrupted"
-                } else {
-                    "failed"
+                rec.status = match e {
+                    RunError::Interrupted => "interrupted",
+                    RunError::Superseded(_) => "superseded",
+                    _ => "failed",
                 }
                 .into();
                 rec.error = Some(e.to_string());
@@ -404,19 +436,20 @@ impl Runner {
 
     async fn run_leased(
         &self,
-        view: &View,
+        state: &RunState,
         token: &str,
         shutdown: &CancellationToken,
         lease_lost: &CancellationToken,
         rec: &mut RunRecord,
     ) -> Result<(), RunError> {
+        let view = &state.view;
         let id = view.id();
         let table = table_of(view);
         let columns = self.warehouse.describe(&table).await?;
         let plan = plan_columns(view, &columns).map_err(|p| {
             RunError::Permanent(format!("view {id}, table {table}: {}", p.join("; ")))
         })?;
-        let watermark = self.store.watermark(&id).await?;
+        let watermark = state.watermark;
         let backfill = self
             .config
             .backfill_since_nanos()
@@ -424,30 +457,34 @@ impl Runner {
         let run_started = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let full_read = full_read_due(
             watermark,
-            self.store.last_full_read(&id).await?,
+            state.last_full_read,
             self.config.full_resync_every,
             run_started,
         );
         rec.full_read = full_read;
+        let warehouse_now = self.warehouse.now().await?;
+        let future_limit = warehouse_now.saturating_add(nanos(self.config.max_future_skew));
         let since = if full_read {
-            window_since(None, self.config.lookback, backfill)
+            window_since(None, self.config.lookback, backfill, warehouse_now)
         } else {
-            window_since(watermark, self.config.lookback, backfill)
+            window_since(watermark, self.config.lookback, backfill, warehouse_now)
         };
-        let future_limit = self
-            .warehouse
-            .now()
-            .await?
-            .saturating_add(nanos(self.config.max_future_skew));
         rec.watermark_before = watermark.map(format_nanos);
 
+        // TIMESTAMP_NTZ wall times are read in the view's (or the warehouse's) zone.
+        let ntz = crate::warehouse::zone::NtzZone::for_column(
+            &plan.timestamp_type,
+            view.batch_source.ntz_time_zone.as_deref(),
+            self.warehouse.ntz_time_zone(),
+        )
+        .map_err(RunError::Permanent)?;
         let query = WindowQuery {
             table,
             entity_column: plan.entity.clone(),
             timestamp_column: plan.timestamp.clone(),
             timestamp_type: plan.timestamp_type.clone(),
             field_columns: plan.fields.iter().map(|(c, _)| c.clone()).collect(),
-            since,
+            since: ntz.since(since),
             page_rows: self.config.page_rows,
         };
         let mut tally = Tally::default();
@@ -476,7 +513,8 @@ impl Runner {
             }
         }
 
-        let spec = WriteSpec::for_view(view);
+        let mut spec = WriteSpec::for_view(view);
+        spec.generation = state.generation;
         self.store.load_scripts().await?;
 
         // Reading the next page overlaps with decoding and writing this one.
@@ -504,7 +542,15 @@ impl Runner {
             while let Some(page) = rx.recv().await {
                 let page = page?;
                 let handed = self
-                    .write_page(&plan, &spec, &page, future_limit, &mut tally, &to_writer)
+                    .write_page(
+                        &plan,
+                        &spec,
+                        &page,
+                        future_limit,
+                        &mut tally,
+                        &to_writer,
+                        ntz,
+                    )
                     .await?;
                 if !handed {
                     // The writer failed; its error is reported below.
@@ -541,26 +587,46 @@ impl Runner {
         consumed?;
         written??;
 
-        let next = next_watermark(watermark, tally.greatest_not_future);
-        crate::failpoints::hit("before_watermark_commit").await;
-        if next != watermark {
-            let next = next.expect("a watermark only appears, never disappears");
-            match self.store.commit_watermark(&id, token, watermark, next).await? {
-                Commit::Done => {}
-                Commit::LeaseLost => {
-                    return Err(RunError::Retryable(
-                        "lease lost before the watermark commit; rows were written, the watermark stays".into(),
-                    ))
-                }
-                Commit::WatermarkChanged => {
-                    return Err(RunError::Retryable(
-                        "the watermark was reset during the run; rows were written, the reset stands".into(),
-                    ))
-                }
-            }
+        // The first completed whole-table read of a new shape generation also
+        // removes what older shapes left (entities no longer in the table,
+        // fields the view no longer has), before anything is committed: a
+        // crash in between repeats the read and the removal.
+        let replaces_older_shapes =
+            full_read && state.generation > 0 && state.last_full_read.is_none();
+        if replaces_older_shapes {
+            let retired = self.store.retired_shapes(&id).await?;
+            let removed = self
+                .store
+                .remove_older_generations(view, state.generation, &retired)
+                .await?;
+            tracing::info!(view = %id, generation = state.generation, removed, "values of older shapes removed");
         }
-        if full_read {
-            self.store.set_last_full_read(&id, run_started).await?;
+
+        let next = next_watermark(watermark, tally.greatest_not_future, warehouse_now);
+        crate::failpoints::hit("before_watermark_commit").await;
+        let commit = self
+            .store
+            .commit_run(
+                &id,
+                token,
+                state.revision,
+                next.filter(|n| Some(*n) != watermark),
+                full_read.then_some(run_started),
+                replaces_older_shapes,
+            )
+            .await?;
+        match commit {
+            Commit::Done => {}
+            Commit::LeaseLost => {
+                return Err(RunError::Retryable(
+                    "lease lost before the watermark commit; rows were written, the watermark stays".into(),
+                ))
+            }
+            Commit::Superseded => {
+                return Err(RunError::Superseded(
+                    "the view was reshaped, deleted or reset during the run; rows were written, nothing committed".into(),
+                ))
+            }
         }
         rec.watermark_after = next.map(format_nanos);
         tracing::info!(
@@ -581,6 +647,7 @@ impl Runner {
     /// newest-wins writes to [`write_pages`] in parts of [`WRITE_PART_ROWS`]
     /// entities, encoding each part only when the writer can take it (so at
     /// most three parts' bytes exist at once: sent, queued, being encoded). False when the writer is gone.
+    #[allow(clippy::too_many_arguments)]
     async fn write_page(
         &self,
         plan: &ColumnPlan,
@@ -589,6 +656,7 @@ impl Runner {
         future_limit: Nanos,
         tally: &mut Tally,
         to_writer: &tokio::sync::mpsc::Sender<PagePart>,
+        ntz: crate::warehouse::zone::NtzZone,
     ) -> Result<bool, RunError> {
         let permanent = |e: decode::ColumnError| RunError::Permanent(e.to_string());
         struct Decoded<'a> {
@@ -601,8 +669,10 @@ impl Runner {
             let schema = b.schema();
             let entities =
                 decode::entities(&plan.entity, b.column(0), schema.field(0)).map_err(permanent)?;
-            let ts = decode::timestamps(&plan.timestamp, b.column(1), schema.field(1))
-                .map_err(permanent)?;
+            let ts = ntz.to_utc(
+                decode::timestamps(&plan.timestamp, b.column(1), schema.field(1))
+                    .map_err(permanent)?,
+            );
             let fields = plan
                 .fields
                 .iter()
@@ -709,6 +779,15 @@ impl Runner {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Entities per part of a page handed to the writer: large enough that the
 /// round trip between parts is a small fraction of Redis's work on one, small
 /// enough that the encoded parts in flight stay a few megabytes.
@@ -766,11 +845,17 @@ mod tests {
 
     const MIN: i64 = 60_000_000_000;
 
+    /// A warehouse clock far after every time used in these tests.
+    const NOW: i64 = 1_000_000 * MIN;
+
     #[test]
     fn first_run_reads_everything_or_from_backfill_since() {
-        assert_eq!(window_since(None, Duration::from_secs(600), None), None);
         assert_eq!(
-            window_since(None, Duration::from_secs(600), Some(1000)),
+            window_since(None, Duration::from_secs(600), None, NOW),
+            None
+        );
+        assert_eq!(
+            window_since(None, Duration::from_secs(600), Some(1000), NOW),
             Some(999)
         );
     }
@@ -779,14 +864,24 @@ mod tests {
     fn later_runs_reread_the_lookback() {
         let w = 100 * MIN;
         assert_eq!(
-            window_since(Some(w), Duration::from_secs(600), None),
+            window_since(Some(w), Duration::from_secs(600), None, NOW),
             Some(90 * MIN)
         );
         // The backfill floor still holds.
         assert_eq!(
-            window_since(Some(w), Duration::from_secs(600), Some(95 * MIN)),
+            window_since(Some(w), Duration::from_secs(600), Some(95 * MIN), NOW),
             Some(95 * MIN - 1)
         );
+    }
+
+    #[test]
+    fn a_watermark_in_the_future_is_read_from_the_warehouses_now() {
+        let now = 100 * MIN;
+        assert_eq!(
+            window_since(Some(now + 4 * MIN), Duration::from_secs(60), None, now),
+            Some(now - MIN)
+        );
+        assert_eq!(next_watermark(Some(now + 4 * MIN), None, now), Some(now));
     }
 
     #[test]
@@ -805,19 +900,20 @@ mod tests {
         // The lookback re-reads (W - L, W]: a late row stamped inside it lands
         // on the next run; one at or before W - L needs a full resync.
         let w = 100 * MIN;
-        let since = window_since(Some(w), Duration::from_secs(600), None).unwrap();
+        let since = window_since(Some(w), Duration::from_secs(600), None, NOW).unwrap();
         assert!(w - 10 * MIN + 1 > since);
         assert!(w - 10 * MIN <= since);
         // A lookback longer than all of time saturates instead of wrapping.
         assert_eq!(
-            window_since(Some(i64::MIN + 5), Duration::from_secs(600), None),
+            window_since(Some(i64::MIN + 5), Duration::from_secs(600), None, NOW),
             Some(i64::MIN)
         );
     }
 
     #[test]
-    fn future_rows_are_written_but_never_move_the_watermark() {
-        let limit = 1_000 * MIN;
+    fn future_rows_are_written_but_never_move_the_watermark_past_now() {
+        let now = 1_000 * MIN;
+        let limit = now + 5 * MIN;
         let mut g = None;
         for ts in [10 * MIN, 3_000 * MIN, 20 * MIN, limit, limit + 1, 15 * MIN] {
             g = watermark_candidate(g, ts, limit);
@@ -828,8 +924,11 @@ mod tests {
             "the limit itself counts, a nanosecond later does not"
         );
         assert_eq!(watermark_candidate(None, limit + 1, limit), None);
+        // A row inside the skew moves the watermark at most to now, so an
+        // on-time row stamped before it and delivered later is still read.
+        assert_eq!(next_watermark(Some(5), g, now), Some(now));
         // Only future rows read: the watermark stays where it was.
-        assert_eq!(next_watermark(Some(5), None), Some(5));
+        assert_eq!(next_watermark(Some(5), None, now), Some(5));
     }
 
     #[test]
@@ -848,10 +947,10 @@ mod tests {
 
     #[test]
     fn watermark_never_moves_backwards() {
-        assert_eq!(next_watermark(Some(10), Some(5)), Some(10));
-        assert_eq!(next_watermark(Some(10), Some(15)), Some(15));
-        assert_eq!(next_watermark(None, Some(15)), Some(15));
-        assert_eq!(next_watermark(Some(10), None), Some(10));
-        assert_eq!(next_watermark(None, None), None);
+        assert_eq!(next_watermark(Some(10), Some(5), NOW), Some(10));
+        assert_eq!(next_watermark(Some(10), Some(15), NOW), Some(15));
+        assert_eq!(next_watermark(None, Some(15), NOW), Some(15));
+        assert_eq!(next_watermark(Some(10), None, NOW), Some(10));
+        assert_eq!(next_watermark(None, None, NOW), None);
     }
 }

@@ -68,6 +68,11 @@ struct Daemon {
 
 impl Daemon {
     async fn start() -> Daemon {
+        Daemon::start_with(&[]).await
+    }
+
+    /// A daemon with extra environment (config overrides).
+    async fn start_with(env: &[(&str, &str)]) -> Daemon {
         let sf = SnowflakeServer::shared();
         let redis = RedisServer::start();
         let db = unique_name("API");
@@ -132,6 +137,7 @@ format = "text"
                 "MATERIALIZER__API__TOKENS",
                 format!(r#"["other-token", "{token}"]"#),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
             .spawn()
@@ -636,5 +642,98 @@ async fn sdk_0_4_sandbox_publishes_reads_unpublishes_and_deletes_an_attribute_gr
     assert_eq!(
         d.authed("GET", "/api/v1/sync/status", None).await,
         (200, json!([]))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_many_concurrent_creates_of_one_view_exactly_one_wins() {
+    let d = Daemon::start().await;
+    let view = d.view_doc();
+    let calls = (0..16).map(|_| d.authed("POST", "/api/v1/registry/views/", Some(view.clone())));
+    let answers: Vec<u16> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    assert_eq!(answers.iter().filter(|s| **s == 201).count(), 1, "{answers:?}");
+    assert_eq!(answers.iter().filter(|s| **s == 400).count(), 15, "{answers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_requests_past_the_entity_and_value_limits_are_413_naming_the_key() {
+    let d = Daemon::start_with(&[
+        ("MATERIALIZER__API__MAX_ENTITIES", "500"),
+        ("MATERIALIZER__API__MAX_CELLS", "1000"),
+    ])
+    .await;
+    let (status, _) = d
+        .authed("POST", "/api/v1/registry/views/", Some(d.view_doc()))
+        .await;
+    assert_eq!(status, 201);
+    let attrs = |n: usize| -> Vec<String> {
+        ["TOTAL_TRANSACTIONS", "TOTAL_REVENUE", "AVG_TRANSACTION_REVENUE"][..n]
+            .iter()
+            .map(|a| format!("{VIEW}_v1:{a}"))
+            .collect()
+    };
+    let ask = |entities: usize, n: usize| {
+        let ids: Vec<String> = (0..entities).map(|i| format!("u{i}")).collect();
+        json!({"entities": {"domain_userid": ids}, "attributes": attrs(n)})
+    };
+    let (status, body) = d
+        .authed("POST", "/api/v1/get-online-attributes", Some(ask(501, 1)))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("api.max_entities"), "{body}");
+    let (status, body) = d
+        .authed("POST", "/api/v1/get-online-attributes", Some(ask(400, 3)))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("api.max_cells"), "{body}");
+    // Inside both limits: answered, one value per entity and attribute.
+    let (status, body) = d
+        .authed("POST", "/api/v1/get-online-attributes", Some(ask(500, 2)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["TOTAL_REVENUE"].as_array().unwrap().len(), 500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_answer_while_the_syncs_redis_writes_are_blocked() {
+    let d = Daemon::start().await;
+    d.insert(&[("u1", 12, 340, 28, "2024-05-01 10:00:00")]).await;
+    let (status, _) = d
+        .authed("POST", "/api/v1/registry/views/", Some(d.view_doc()))
+        .await;
+    assert_eq!(status, 201);
+    d.authed("POST", "/api/v1/feature_store/apply", None).await;
+    d.synced().await;
+    // Redis holds every write (a sync's lease, its pages) for 4 s; reads go on.
+    let mut c = d.redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4000)
+        .arg("WRITE")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let run = format!("/api/v1/sync/{VIEW}/versions/1/run");
+    let (status, _) = d.authed("POST", &run, None).await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    let (status, body) = d
+        .authed(
+            "POST",
+            "/api/v1/get-online-attributes",
+            Some(json!({"entities": {"domain_userid": ["u1"]},
+                        "attributes": [format!("{VIEW}_v1:TOTAL_REVENUE")]})),
+        )
+        .await;
+    let took = asked.elapsed();
+    assert_eq!((status, &body["TOTAL_REVENUE"]), (200, &json!([340])), "{body}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "a read waited {took:?} behind the sync's blocked writes"
     );
 }

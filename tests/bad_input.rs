@@ -3,7 +3,10 @@
 //! unreachable hosts, invalid views, identifiers that look like SQL, and
 //! Redis answering with errors (wrong password, read-only replica, OOM).
 //! Every case must end in one clear line naming the file, key or column;
-//! `run` must wait for what is unreachable instead of exiting.
+//! `run` must wait for what is unreachable instead of exiting. Durations in
+//! views that overflow, wrap or are out of range are refused by name wherever
+//! they come from (HTTP, view files, a registry written by an older version)
+//! and never crash anything.
 
 mod rig;
 mod support;
@@ -12,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use rig::{shown, view_json, Rig};
+use rig::{shown, view_json, Rig, BASE_CONFIG, WH_PASSWORD};
 use serde_json::{json, Value as Json};
 use support::{materializer_bin, scratch_dir, RedisServer};
 
@@ -468,4 +471,230 @@ async fn redis_out_of_memory_fails_the_run_clearly_and_keeps_the_watermark() {
     let out = rig.materializer(&["sync"], &[]);
     assert!(out.status.success(), "{}", shown(&out));
     rig.assert_converged(t).await;
+}
+
+/// Durations that panicked, wrapped, failed every run or ran a view back to
+/// back, and spellings the old parser let through, with the key they go in.
+const BAD_DURATIONS: [(&str, &str); 13] = [
+    ("ttl", "PT18446744073709552S"),
+    ("ttl", "P10000000000D"),
+    ("ttl", "P99999999999999999999D"),
+    ("ttl", "PT0.5S"),
+    ("refresh_rate", "PT10000000000000000000S"),
+    ("refresh_rate", "P99999999999999999999D"),
+    ("refresh_rate", "PT0.000000001S"),
+    ("ttl", "P1DT"),
+    ("refresh_rate", "P1D1D"),
+    ("ttl", "PT1H1H"),
+    ("refresh_rate", "PT1S1H"),
+    ("ttl", "PT1.5H"),
+    ("ttl", "P1.5DT1S"),
+];
+
+async fn healthz(client: &reqwest::Client, base: &str) -> bool {
+    client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_durations_over_http_are_422_naming_the_field_and_the_daemon_keeps_serving() {
+    let rig = Rig::shared().await;
+    let port = support::free_port();
+    rig.write_config(
+        &format!("{BASE_CONFIG}[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+        &format!("password = \"{WH_PASSWORD}\""),
+    );
+    let mut daemon = rig.spawn("daemon", &["run"], &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    assert!(
+        support::wait_for(Duration::from_secs(30), || healthz(&client, &base)).await,
+        "{}",
+        daemon.log_text()
+    );
+    let put = "/api/v1/registry/views/bad_duration/versions/1";
+    for (key, value) in BAD_DURATIONS {
+        let mut view = view_json("bad_duration", &rig.db, "EVENTS");
+        view[key] = json!(value);
+        for (method, path) in [
+            (reqwest::Method::POST, "/api/v1/registry/views/"),
+            (reqwest::Method::PUT, put),
+        ] {
+            let what = format!("{method} {key} = {value}");
+            let resp = client
+                .request(method, format!("{base}{path}"))
+                .json(&view)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: no answer ({e}); log:\n{}", daemon.log_text()));
+            let status = resp.status();
+            let body: Json = resp.json().await.unwrap();
+            assert_eq!(status, 422, "{what}: {body}");
+            let detail = body["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.contains(&format!("{key}: `{value}`")),
+                "{what}: {body}"
+            );
+        }
+    }
+    let listed: Json = client
+        .get(format!("{base}/api/v1/registry/views/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, json!([]), "nothing is stored");
+    assert!(healthz(&client, &base).await, "{}", daemon.log_text());
+    assert!(daemon.is_running(), "{}", daemon.log_text());
+}
+
+#[test]
+fn a_view_file_with_an_overflowing_duration_is_one_error_line_naming_the_key_never_a_panic() {
+    let dir = scratch_dir("baddur");
+    let redis = RedisServer::start();
+    for (key, value) in [
+        ("ttl", "P99999999999999999999D"),
+        ("refresh_rate", "P99999999999999999999D"),
+        ("refresh_rate", "PT10000000000000000000S"),
+        ("ttl", "P10000000000D"),
+    ] {
+        let file = dir.join(format!("{key}.json"));
+        let mut view = view_json("overflowing", "DB", "EVENTS");
+        view[key] = json!(value);
+        std::fs::write(&file, view.to_string()).unwrap();
+        let config = format!(
+            "{WAREHOUSE}password = \"x\"\n[profiles]\nredis_url = \"{}\"\n",
+            redis.url
+        );
+
+        let (out, _) = with_config(&config, &["apply", file.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+        assert!(
+            err.contains(file.to_str().unwrap()) && err.contains(&format!("{key}: `{value}`")),
+            "{err}"
+        );
+
+        // In registry.files, the file is skipped by name and the command works.
+        let config = format!(
+            "{config}[registry]\nfiles = [\"{}\"]\n[log]\nformat = \"json\"\n",
+            file.display()
+        );
+        let (out, _) = with_config(&config, &["status"], &[]);
+        assert!(out.status.success(), "{}", shown(&out));
+        let err = stderr(&out);
+        assert!(
+            err.lines().any(|l| l.contains("view file skipped")
+                && l.contains(file.to_str().unwrap())
+                && l.contains(&format!("{key}: `{value}`"))),
+            "{err}"
+        );
+    }
+}
+
+/// The Redis hash the registry keeps views in, found by a view it holds, so
+/// the test does not depend on the key layout.
+async fn registry_hash(rig: &Rig, id: &str) -> Vec<u8> {
+    let mut c = rig.redis_conn().await;
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    for k in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let holds: bool = kind == "hash"
+            && redis::cmd("HEXISTS")
+                .arg(&k)
+                .arg(id)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        if holds {
+            found.push(k);
+        }
+    }
+    assert_eq!(found.len(), 1, "hashes holding `{id}`: {found:?}");
+    found.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_view_with_an_overflowing_refresh_rate_is_refused_at_load_and_the_daemon_keeps_syncing(
+) {
+    let mut rig = Rig::shared().await;
+    let good = rig.add_table("steady", 10).await;
+    rig.insert(good, 30).await;
+    let bad = rig.add_table("overflowing", 10).await;
+    rig.insert(bad, 30).await;
+    // The bad view lives only in Redis, as an older version stored it.
+    std::fs::remove_file(rig.dir.join("views/overflowing.json")).unwrap();
+    let out = rig.materializer(&["status"], &[]);
+    assert!(out.status.success(), "{}", shown(&out));
+    let key = registry_hash(&rig, "steady:1").await;
+    let mut stored = view_json("overflowing", &rig.db, &rig.tables[bad].table);
+    stored["refresh_rate"] = json!("PT10000000000000000000S");
+    let mut c = rig.redis_conn().await;
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("overflowing:1")
+        .arg(stored.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    // Every reader of the registry goes through `registry::list`, which skips it.
+    let loaded = materializer::config::Config::load(&rig.config, Vec::new()).unwrap();
+    let store = materializer::profiles::ProfileStore::connect(&loaded.config.profiles)
+        .await
+        .unwrap();
+    let listed: Vec<String> = materializer::registry::list(&store)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.id().to_string())
+        .collect();
+    assert_eq!(listed, ["steady:1"]);
+
+    let mut daemon = rig.spawn("daemon", &["run"], &[]);
+    assert!(
+        rig.wait_converged(good, Duration::from_secs(30)).await,
+        "{}",
+        daemon.log_text()
+    );
+    // Several intervals later (1s each), the daemon still runs and syncs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.insert(good, 30).await;
+    assert!(
+        rig.wait_converged(good, Duration::from_secs(30)).await,
+        "{}",
+        daemon.log_text()
+    );
+    assert!(daemon.is_running(), "{}", daemon.log_text());
+    // Refused with an error naming the view, the key and the limit.
+    let refused = daemon.log_text().lines().any(|l| {
+        serde_json::from_str::<Json>(l).is_ok_and(|e| {
+            e["level"] == "ERROR"
+                && e["view"].to_string().contains("overflowing:1")
+                && e["error"].as_str().is_some_and(|s| {
+                    s.contains("refresh_rate: `PT10000000000000000000S`") && s.contains("P366D")
+                })
+        })
+    });
+    assert!(refused, "{}", daemon.log_text());
+    assert_eq!(rig.watermark("overflowing").await, None, "it never ran");
+    daemon.signal("TERM");
+    assert!(daemon
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
 }

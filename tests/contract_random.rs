@@ -22,7 +22,7 @@
 //! Also here: `sync.full_resync_every` end to end, converging a row that
 //! arrived later than the lookback (which incremental runs are allowed to miss).
 //!
-//! The generator keeps the oracle unambiguous (see DESIGN.md's assumption that
+//! The generator keeps the oracle unambiguous (see the README's assumption that
 //! an entity's timestamps only move forward): no deletes, no UPDATE moves a
 //! timestamp backwards, and two rows of one entity share a timestamp only when
 //! they are identical (duplicates) — a restatement UPDATEs its row in place.
@@ -37,7 +37,7 @@ use std::time::Instant;
 use materializer::config::Config;
 use materializer::metrics::Metrics;
 use materializer::model::View;
-use materializer::profiles::{feast, read::Profile, ProfileStore, Upsert, WriteSpec};
+use materializer::profiles::{feast, read, read::Profile, ProfileStore, Upsert, WriteSpec};
 use materializer::sync::Runner;
 use materializer::warehouse::{self, sql, Nanos};
 use rand::rngs::StdRng;
@@ -56,18 +56,47 @@ const DAY: Nanos = 24 * HOUR;
 const LOOKBACK: Nanos = 10 * MINUTE;
 const TABLE: &str = "CONTRACT";
 const VIEW: &str = "contract";
+const VIEW_B: &str = "contract_b";
+/// `VIEW_B`'s ttl: histories start three days back, so its values are
+/// expired until a history catches up with real time (never near the edge).
+const VIEW_B_TTL: &str = "P2DT12H";
 const PROJECT: &str = "contract";
 const STATE_PREFIX: &str = "materializer:";
 
-/// One table, one view, one Redis, a config usable both in-process and by the binary.
+/// One table, two views of one entity (`VIEW` without ttl, `VIEW_B` with
+/// one), one Redis, a config usable both in-process and by the binary.
 struct World {
     redis: RedisServer,
     db: String,
     dir: PathBuf,
     config: PathBuf,
+    page_rows: usize,
+    extra_sync: String,
     sql: SnowflakeApi,
+    /// `VIEW` as registered now (its shape changes in some histories).
     view: View,
+    /// `VIEW_B`: the same rows, fewer fields, and a ttl.
+    view_b: View,
+    project: String,
     runner: Runner,
+}
+
+/// `VIEW`'s JSON: fields V, S and, in the wide shape, W.
+fn view_a_json(db: &str, wide: bool) -> Json {
+    let mut fields = vec![
+        json!({"name": "V", "type": "int64"}),
+        json!({"name": "S", "type": "string"}),
+    ];
+    if wide {
+        fields.push(json!({"name": "W", "type": "int32"}));
+    }
+    json!({
+        "name": VIEW, "version": 1, "entity": {"name": "domain_userid"},
+        "batch_source": {"name": "contract_source", "database": db, "schema": "SIGNALS",
+                         "table": TABLE, "timestamp_field": "UPDATED_AT"},
+        "fields": fields,
+        "online": true
+    })
 }
 
 impl World {
@@ -87,19 +116,62 @@ impl World {
         .await;
         let views = dir.join("views");
         std::fs::create_dir_all(&views).unwrap();
-        let view_json = json!({
-            "name": VIEW, "version": 1, "entity": {"name": "domain_userid"},
+        let view_b = json!({
+            "name": VIEW_B, "version": 1, "entity": {"name": "domain_userid"},
             "batch_source": {"name": "contract_source", "database": db, "schema": "SIGNALS",
                              "table": TABLE, "timestamp_field": "UPDATED_AT"},
-            "fields": [{"name": "V", "type": "int64"}, {"name": "S", "type": "string"},
-                       {"name": "W", "type": "int32"}],
-            "online": true
+            "fields": [{"name": "W", "type": "int32"}, {"name": "V", "type": "int64"}],
+            "online": true, "ttl": VIEW_B_TTL
         });
-        let view_file = views.join("contract.json");
-        std::fs::write(&view_file, view_json.to_string()).unwrap();
+        std::fs::write(views.join("contract_b.json"), view_b.to_string()).unwrap();
+        let view_b: View = serde_json::from_value(view_b).unwrap();
+        let view: View = serde_json::from_value(view_a_json(&db, true)).unwrap();
         let config = dir.join("materializer.toml");
-        std::fs::write(
+        let (store, runner) = World::connect(
             &config,
+            &dir,
+            &sf.base_url,
+            &redis.url,
+            &db,
+            page_rows,
+            extra_sync,
+            PROJECT,
+        )
+        .await;
+        let w = World {
+            redis,
+            db,
+            dir,
+            config,
+            page_rows,
+            extra_sync: extra_sync.to_string(),
+            sql,
+            view,
+            view_b,
+            project: PROJECT.to_string(),
+            runner,
+        };
+        w.write_view_a().await;
+        materializer::registry::apply(&store, std::slice::from_ref(&w.view_b))
+            .await
+            .unwrap();
+        w
+    }
+
+    /// Writes the config for `project` and builds an in-process runner on it.
+    #[allow(clippy::too_many_arguments)]
+    async fn connect(
+        config: &std::path::Path,
+        dir: &std::path::Path,
+        base: &str,
+        redis: &str,
+        db: &str,
+        page_rows: usize,
+        extra_sync: &str,
+        project: &str,
+    ) -> (ProfileStore, Runner) {
+        std::fs::write(
+            config,
             format!(
                 r#"
 [sync]
@@ -118,45 +190,76 @@ base_url = "{base}"
 query_timeout = "30s"
 [profiles]
 redis_url = "{redis}"
-project = "{PROJECT}"
+project = "{project}"
 state_prefix = "{STATE_PREFIX}"
 [registry]
 files = ["{views}/*.json"]
 [log]
 format = "text"
 "#,
-                base = sf.base_url,
-                redis = redis.url,
-                views = views.display()
+                views = dir.join("views").display()
             ),
         )
         .unwrap();
-        let loaded = Config::load(&config, Vec::new()).expect("config loads");
+        let loaded = Config::load(config, Vec::new()).expect("config loads");
         let store = ProfileStore::connect(&loaded.config.profiles)
             .await
             .expect("redis");
-        let view = materializer::registry::read_file(&view_file)
-            .unwrap()
-            .remove(0);
-        materializer::registry::apply(&store, std::slice::from_ref(&view))
-            .await
-            .unwrap();
         let runner = Runner {
             warehouse: warehouse::build(&loaded.config.warehouse).unwrap(),
-            store,
+            store: store.clone(),
             config: loaded.config.sync.clone(),
             replica: "contract-test".into(),
             metrics: Arc::new(Metrics::default()),
         };
-        World {
-            redis,
-            db,
-            dir,
-            config,
-            sql,
-            view,
-            runner,
-        }
+        (store, runner)
+    }
+
+    /// Writes `VIEW`'s file (every binary command applies it) and registers it.
+    async fn write_view_a(&self) {
+        let json = serde_json::to_value(&self.view).unwrap();
+        std::fs::write(self.dir.join("views/contract.json"), json.to_string()).unwrap();
+        materializer::registry::apply(self.store(), std::slice::from_ref(&self.view))
+            .await
+            .unwrap();
+    }
+
+    /// Switches `VIEW` between its wide and narrow shape (a reshape).
+    async fn reshape(&mut self) {
+        let wide = self.view.fields.len() == 2;
+        self.view = serde_json::from_value(view_a_json(&self.db, wide)).unwrap();
+        self.write_view_a().await;
+    }
+
+    /// Deletes `VIEW` and registers it again (resync from scratch).
+    async fn delete_and_register_again(&self) {
+        materializer::registry::delete(self.store(), &self.view.id(), false)
+            .await
+            .unwrap()
+            .expect("registered");
+        self.write_view_a().await;
+    }
+
+    /// Moves the world to another Feast project on the same Redis: its state
+    /// and profiles start empty, and the next run must fill them.
+    async fn change_project(&mut self, project: &str) {
+        let sf = support::SnowflakeServer::shared();
+        let (store, runner) = World::connect(
+            &self.config,
+            &self.dir,
+            &sf.base_url,
+            &self.redis.url,
+            &self.db,
+            self.page_rows,
+            &self.extra_sync,
+            project,
+        )
+        .await;
+        self.runner = runner;
+        self.project = project.to_string();
+        materializer::registry::apply(&store, &[self.view.clone(), self.view_b.clone()])
+            .await
+            .unwrap();
     }
 
     fn store(&self) -> &ProfileStore {
@@ -167,29 +270,87 @@ format = "text"
         exec(&self.sql, text).await;
     }
 
-    /// One run in this process; panics unless it succeeded.
-    async fn run_in_process(&self) -> materializer::profiles::RunRecord {
-        let (rec, outcome) = self.runner.run(&self.view, &CancellationToken::new()).await;
+    /// One run of `view` in this process (which may be an outdated copy: the
+    /// run uses the registered shape); panics unless it succeeded.
+    async fn run_view(&self, view: &View) -> materializer::profiles::RunRecord {
+        let (rec, outcome) = self.runner.run(view, &CancellationToken::new()).await;
         if let Err(e) = outcome {
             panic!("in-process run of {} failed: {e}; record {rec:?}", self.db);
         }
         rec
     }
 
+    /// One run of every view in this process; returns `VIEW`'s record.
+    async fn run_in_process(&self) -> materializer::profiles::RunRecord {
+        let rec = self.run_view(&self.view).await;
+        self.run_view(&self.view_b).await;
+        rec
+    }
+
     /// One `materializer sync` of the built binary; panics unless it succeeded.
     fn run_binary(&self) -> String {
-        let out = std::process::Command::new(materializer_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .arg("sync")
-            .current_dir(&self.dir)
-            .output()
-            .expect("run materializer");
+        let out = self.binary().output().expect("run materializer");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
             out.status.success(),
             "materializer sync failed\nstdout: {stdout}\nstderr: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    fn binary(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(materializer_bin());
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("sync")
+            .current_dir(&self.dir);
+        c
+    }
+
+    /// A `materializer sync` with `change` made while its first page waits in
+    /// Redis (or, if it has no page, after it): the run must not commit the
+    /// state it started from, and the binary runs once more. Panics unless the
+    /// binary succeeded.
+    async fn run_binary_while(&mut self, change: Change) -> String {
+        use std::io::BufRead;
+        let mut child = self
+            .binary()
+            .env("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(500)@1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run materializer");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("failpoint: sleeping") {
+                    let _ = tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let _ = tokio::task::spawn_blocking(move || {
+            rx.recv_timeout(std::time::Duration::from_secs(20))
+        })
+        .await;
+        match change {
+            Change::Reshape => self.reshape().await,
+            Change::DeleteAndRegister => self.delete_and_register_again().await,
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = reader.join().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "materializer sync failed\nstdout: {stdout}\nstderr: {stderr}"
         );
         stdout
     }
@@ -226,7 +387,7 @@ format = "text"
         best
     }
 
-    /// Every profile key in Redis (the daemon's own keys excluded).
+    /// Every profile key of the world's project in Redis (the daemon's own keys excluded).
     async fn profile_keys(&self) -> usize {
         let mut conn = self.redis.connection().await;
         let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
@@ -236,30 +397,37 @@ format = "text"
             .unwrap();
         keys.iter()
             .filter(|k| !k.starts_with(STATE_PREFIX.as_bytes()))
+            .filter(|k| k.ends_with(self.project.as_bytes()))
             .count()
     }
 
-    /// The first entity whose stored profile differs from the oracle, as a message.
+    /// The first entity whose stored profile (of either view) differs from
+    /// the oracle, as a message.
     async fn divergence(
         &self,
         universe: &BTreeSet<String>,
         oracle: &BTreeMap<String, Latest>,
     ) -> Option<String> {
-        for entity in universe {
-            let got = self
-                .store()
-                .read_profile(&self.view, entity)
-                .await
-                .expect("read profile");
-            let want = oracle.get(entity).map(Latest::profile);
-            if got != want {
-                return Some(format!(
-                    "entity {entity:?}: Redis holds {} but a full refresh writes {}",
-                    show(&got),
-                    show(&want)
-                ));
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+        for view in [&self.view, &self.view_b] {
+            for entity in universe {
+                let got = self
+                    .store()
+                    .read_profile(view, entity)
+                    .await
+                    .expect("read profile");
+                let want = oracle.get(entity).and_then(|l| l.profile(view, now));
+                if got != want {
+                    return Some(format!(
+                        "view {}, entity {entity:?}: Redis holds {} but a full refresh writes {}",
+                        view.name,
+                        show(&got),
+                        show(&want)
+                    ));
+                }
             }
         }
+        // `VIEW` has no ttl, so every keyed entity has a key, and nothing else.
         let keys = self.profile_keys().await;
         (keys != oracle.len()).then(|| {
             format!(
@@ -268,6 +436,13 @@ format = "text"
             )
         })
     }
+}
+
+/// A change to the registry made while a run is in flight.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Reshape,
+    DeleteAndRegister,
 }
 
 async fn exec(api: &SnowflakeApi, text: &str) {
@@ -329,16 +504,30 @@ impl Latest {
         self.w.and_then(|w| i32::try_from(w).ok())
     }
 
-    fn profile(&self) -> Profile {
-        Profile {
-            ts: Some(self.ts),
-            values: vec![
-                ("V".into(), self.v.map_or(Json::Null, |v| json!(v))),
-                ("S".into(), self.s.clone().map_or(Json::Null, Json::String)),
-                // Beyond int32: skipped, so a full refresh stores null.
-                ("W".into(), self.w_int32().map_or(Json::Null, |w| json!(w))),
-            ],
+    /// What a full refresh of `view` shows for this row at `now`: its fields
+    /// in view order, nothing once the view's ttl has passed.
+    fn profile(&self, view: &View, now: Nanos) -> Option<Profile> {
+        if read::expired(view, self.ts, now) {
+            return None;
         }
+        let values = view
+            .fields
+            .iter()
+            .map(|f| {
+                let v = match f.name.as_str() {
+                    "V" => self.v.map_or(Json::Null, |v| json!(v)),
+                    "S" => self.s.clone().map_or(Json::Null, Json::String),
+                    // Beyond int32: skipped, so a full refresh stores null.
+                    "W" => self.w_int32().map_or(Json::Null, |w| json!(w)),
+                    other => panic!("test bug: no column {other}"),
+                };
+                (f.name.clone(), v)
+            })
+            .collect();
+        Some(Profile {
+            ts: Some(self.ts),
+            values,
+        })
     }
 }
 
@@ -391,7 +580,7 @@ fn lit_opt_str(s: &Option<String>) -> String {
 }
 
 fn lit_ts(ts: Option<Nanos>) -> String {
-    ts.map(|t| sql::timestamp_literal(t, false))
+    ts.map(|t| sql::timestamp_literal(t, sql::TimestampKind::Ntz))
         .unwrap_or_else(|| "NULL".into())
 }
 
@@ -722,6 +911,24 @@ impl History {
         self.insert(w, vec![row]).await;
     }
 
+    /// The event clock catches up with the warehouse's real time, and a row is
+    /// stamped a few minutes ahead of it, inside `max_future_skew`: it counts
+    /// towards the watermark only up to the warehouse's now, so on-time rows
+    /// stamped before it and delivered after it are still read.
+    async fn catch_up_and_skew(&mut self, w: &World) {
+        let now = w.runner.warehouse.now().await.unwrap();
+        self.clock = self.clock.max(now.div_euclid(SECOND) * SECOND);
+        let e = self.any_entity();
+        let ts = self.clock + self.rng.gen_range(30..240) * SECOND;
+        let ts = self.free_ts(&e, ts);
+        let row = self.fresh_row(Some(e.clone()), Some(ts));
+        self.note(format!(
+            "clock catches up with real time; row {e:?}@{} inside the future skew",
+            fmt_ts(ts)
+        ));
+        self.insert(w, vec![row]).await;
+    }
+
     /// A writer that read the table long ago (a lagging replica, a manual
     /// backfill) writes an old snapshot late: newest-wins must refuse every
     /// value older than the stored one.
@@ -738,25 +945,38 @@ impl History {
         if stale.is_empty() {
             return;
         }
-        let encoded: Vec<(&str, Nanos, [Vec<u8>; 3])> = stale
+        // Encoded for the view's current fields, at its current generation.
+        let encoded: Vec<(&str, Nanos, Vec<Vec<u8>>)> = stale
             .iter()
             .map(|(e, l)| {
-                let mut bytes: [Vec<u8>; 3] = Default::default();
-                if let Some(x) = l.v {
-                    feast::push_int64(&mut bytes[0], x);
-                }
-                if let Some(x) = &l.s {
-                    feast::push_string(&mut bytes[1], x);
-                }
-                if let Some(x) = l.w_int32() {
-                    feast::push_int32(&mut bytes[2], x);
-                }
+                let bytes = w
+                    .view
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        let mut b = Vec::new();
+                        match f.name.as_str() {
+                            "V" => l.v.into_iter().for_each(|x| feast::push_int64(&mut b, x)),
+                            "S" => l.s.iter().for_each(|x| feast::push_string(&mut b, x)),
+                            _ => l
+                                .w_int32()
+                                .into_iter()
+                                .for_each(|x| feast::push_int32(&mut b, x)),
+                        }
+                        b
+                    })
+                    .collect();
                 (e.as_str(), l.ts, bytes)
             })
             .collect();
-        let values: Vec<[(u32, &[u8]); 3]> = encoded
+        let values: Vec<Vec<(u32, &[u8])>> = encoded
             .iter()
-            .map(|(_, _, b)| [(0, &b[0][..]), (1, &b[1][..]), (2, &b[2][..])])
+            .map(|(_, _, b)| {
+                b.iter()
+                    .enumerate()
+                    .map(|(i, b)| (i as u32, &b[..]))
+                    .collect()
+            })
             .collect();
         let upserts: Vec<Upsert<'_>> = encoded
             .iter()
@@ -767,11 +987,15 @@ impl History {
                 values: vals,
             })
             .collect();
-        let out = w
+        let mut spec = WriteSpec::for_view(&w.view);
+        spec.generation = w
             .store()
-            .write(&WriteSpec::for_view(&w.view), &upserts, 5)
+            .run_state(&w.view.id())
             .await
-            .unwrap();
+            .unwrap()
+            .expect("registered")
+            .generation;
+        let out = w.store().write(&spec, &upserts, 5).await.unwrap();
         let n = upserts.len();
         self.note(format!("lagging writer replays {n} older values"));
         assert_eq!(
@@ -808,10 +1032,17 @@ fn env_number(name: &str, default: u64) -> u64 {
 async fn check_history(seed: u64, runs: usize) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let page_rows = rng.gen_range(3..=9);
-    let w = World::new(page_rows, "").await;
+    let mut w = World::new(page_rows, "").await;
     let warehouse_now = w.runner.warehouse.now().await.unwrap();
     let mut h = History::new(seed, page_rows, warehouse_now);
     let future_run = rng.gen_range(1..runs.max(2));
+    // Once per history: the event clock catches up with real time and a row
+    // is stamped minutes ahead, inside `max_future_skew`; and the world moves
+    // to another Feast project.
+    let catch_up_run = rng.gen_range(1..runs.max(2));
+    let project_run = rng.gen_range(1..runs.max(2));
+    // Shapes `VIEW` had before its latest reshape: a scheduler's outdated copy.
+    let mut outdated: Option<View> = None;
     for run in 0..runs {
         let watermark = w.store().watermark(&w.view.id()).await.unwrap();
         let ops = if run == 0 { 4 } else { h.rng.gen_range(1..=4) };
@@ -829,12 +1060,43 @@ async fn check_history(seed: u64, runs: usize) {
         if run == future_run {
             h.future(&w).await;
         }
+        if run == catch_up_run {
+            h.catch_up_and_skew(&w).await;
+        }
+        if run == project_run {
+            let project = format!("{PROJECT}_moved");
+            h.note(format!("project changes to {project}"));
+            w.change_project(&project).await;
+        }
+        // A reshape between runs, applied by hand (the scheduler's copy stays old).
+        if run > 0 && h.rng.gen_bool(0.15) {
+            h.note("reshape between runs".into());
+            outdated = Some(w.view.clone());
+            w.reshape().await;
+        }
         // At least one run of every history, and a quarter of the rest, use the binary.
         let binary = run == runs / 2 || h.rng.gen_bool(0.25);
         let how = if binary { "binary" } else { "in-process" };
         h.note(format!("--- run {run} ({how})"));
-        if binary {
+        if binary && h.rng.gen_bool(0.4) {
+            let change = if h.rng.gen_bool(0.5) {
+                outdated = Some(w.view.clone());
+                Change::Reshape
+            } else {
+                Change::DeleteAndRegister
+            };
+            h.note(format!("{change:?} while the run is in flight"));
+            w.run_binary_while(change).await;
+            // The change may have landed after the binary's run of `VIEW`
+            // ended: the contract holds after the next completed run.
+            h.note("--- and one more run (in-process)".into());
+            w.run_in_process().await;
+        } else if binary {
             w.run_binary();
+        } else if let Some(old) = outdated.take().filter(|_| h.rng.gen_bool(0.5)) {
+            h.note("in-process run from an outdated copy of the view".into());
+            w.run_view(&old).await;
+            w.run_view(&w.view_b).await;
         } else {
             w.run_in_process().await;
         }
@@ -842,18 +1104,23 @@ async fn check_history(seed: u64, runs: usize) {
         if let Some(d) = w.divergence(&h.universe, &oracle).await {
             panic!("{}", h.failure(run, how, &d));
         }
-        let wm = w.store().watermark(&w.view.id()).await.unwrap();
-        let limit = w.runner.warehouse.now().await.unwrap() + 5 * MINUTE;
-        if let Some(wm) = wm {
-            assert!(
-                wm <= limit,
-                "{}",
-                h.failure(
-                    run,
-                    how,
-                    &format!("watermark {} is in the future", fmt_ts(wm))
-                )
-            );
+        let now = w.runner.warehouse.now().await.unwrap();
+        for view in [&w.view, &w.view_b] {
+            if let Some(wm) = w.store().watermark(&view.id()).await.unwrap() {
+                assert!(
+                    wm <= now,
+                    "{}",
+                    h.failure(
+                        run,
+                        how,
+                        &format!(
+                            "watermark {} of {} passed the warehouse's now",
+                            fmt_ts(wm),
+                            view.name
+                        )
+                    )
+                );
+            }
         }
         if h.rng.gen_bool(0.3) {
             h.replay_stale(&w, &oracle).await;

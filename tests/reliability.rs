@@ -379,7 +379,7 @@ async fn redis_restarted_stopped_or_flushed_under_a_running_daemon_is_restored_a
     // is not brought back by the next restore.
     let mut c = rig.redis_conn().await;
     let _: () = redis::cmd("HDEL")
-        .arg("materializer:views")
+        .arg(Rig::registry_key())
         .arg("applied:1")
         .query_async(&mut c)
         .await
@@ -631,7 +631,7 @@ async fn sigterm_lets_the_running_page_finish_commits_nothing_and_exits_zero() {
     rig.assert_watermark_covers_only_written_rows(t).await;
     let mut c = rig.redis_conn().await;
     let run: String = redis::cmd("GET")
-        .arg("materializer:run:shutdown:1")
+        .arg(Rig::state_key("shutdown", "run"))
         .query_async(&mut c)
         .await
         .unwrap();
@@ -686,7 +686,7 @@ async fn the_crash_check_catches_a_watermark_that_runs_ahead_of_the_data() {
     rig.insert(t, 100).await;
     let mut c = rig.redis_conn().await;
     let _: () = redis::cmd("SET")
-        .arg("materializer:wm:ahead:1")
+        .arg(Rig::state_key("ahead", "wm"))
         .arg((rig::BASE_NANOS + 199 * rig::SECOND).to_string())
         .query_async(&mut c)
         .await
@@ -697,4 +697,92 @@ async fn the_crash_check_catches_a_watermark_that_runs_ahead_of_the_data() {
         tokio::spawn(async move { rig.assert_watermark_covers_only_written_rows(t).await })
     };
     assert!(check.await.is_err_and(|e| e.is_panic()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_panics_releases_its_lease_and_the_view_runs_again() {
+    let mut rig = Rig::shared().await;
+    let t = rig.add_table("panics", 20).await;
+    rig.insert(t, 200).await;
+    // A bug in the run task (here: a panic just before the commit) must not
+    // leave the lease renewer behind, holding the view for ever.
+    let daemon = rig.spawn(
+        "daemon",
+        &["run"],
+        &[("MATERIALIZER_FAILPOINTS", "before_watermark_commit=panic@1")],
+    );
+    wait_events(
+        &daemon,
+        "run task died; retrying after backoff",
+        1,
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    assert!(
+        rig.wait_converged(t, Duration::from_secs(20)).await,
+        "the view never ran again after the panic: {}",
+        tail(&daemon.log_text())
+    );
+    rig.assert_watermark_covers_only_written_rows(t).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_goes_back_in_time_is_restored_and_its_views_keep_syncing() {
+    let mut rig = Rig::shared().await;
+    let first = rig.add_table("before_snapshot", 10).await;
+    rig.insert(first, 20).await;
+    let mut c = rig.redis_conn().await;
+    // Apply the first view, then take the "replica's" copy of the registry.
+    assert!(rig.materializer(&["status"], &[]).status.success());
+    let keys = materializer::profiles::state::Keys::new("materializer:", "signals");
+    let dump = |key: String| {
+        let mut c = c.clone();
+        async move {
+            let v: Vec<u8> = redis::cmd("DUMP")
+                .arg(key)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            v
+        }
+    };
+    let old_views = dump(keys.views()).await;
+    let old_rev = dump(keys.registry_rev()).await;
+
+    let mut daemon = rig.spawn("daemon", &["run"], &[]);
+    let late = rig.add_table("after_snapshot", 10).await;
+    rig.insert(late, 20).await;
+    // Any command applies `registry.files`; the running daemon learns the
+    // view from the registry.
+    assert!(rig.materializer(&["status"], &[]).status.success());
+    assert!(rig.wait_converged(late, Duration::from_secs(20)).await);
+    // Failover to a replica that lags behind the last apply: same state
+    // epoch, older registry.
+    for (key, dumped) in [(keys.views(), &old_views), (keys.registry_rev(), &old_rev)] {
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dumped)
+            .arg("REPLACE")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    rig.insert(late, 20).await;
+    wait_events(
+        &daemon,
+        "the registry went back in time (failover to a lagging replica, or an older snapshot): restoring the views this daemon knows",
+        1,
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    assert!(
+        rig.wait_converged(late, Duration::from_secs(20)).await,
+        "{}",
+        tail(&daemon.log_text())
+    );
+    assert!(rig.wait_converged(first, Duration::from_secs(5)).await);
+    assert!(daemon.is_running());
 }

@@ -11,19 +11,23 @@
 //! malformed request is a 422 naming the key. Values decode as
 //! `profiles::read` documents. Services (`service`) are not supported.
 //!
-//! Assumes a request names few entities (one Redis round trip per entity and view).
+//! A request names at most `api.max_entities` identifiers and asks for at most
+//! `api.max_cells` values (entities x attributes), else it is a 413 naming the
+//! limit, so the work and memory of one request stay bounded; each view's
+//! entities are read in one pipelined round trip, and views come from memory
+//! while the registry is unchanged.
 
 use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{Map, Value as Json_};
 
 use super::{json_body, ApiError, ApiResult, Shared};
 use crate::model::View;
-use crate::registry;
 
 /// One requested attribute, resolved.
 struct Wanted<'a> {
@@ -88,6 +92,16 @@ pub async fn get_online_attributes(
             "entities: required, e.g. {\"domain_userid\": [\"abc-123\"]} (or attribute_keys)",
         ));
     }
+    let named: usize = keys.values().map(Vec::len).sum();
+    if named > state.limits.max_entities {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "entities: {named} identifiers, more than the {} one request may name (api.max_entities); split the request",
+                state.limits.max_entities
+            ),
+        ));
+    }
     let rows = keys.values().next().map_or(0, Vec::len);
     if keys.values().any(|ids| ids.len() != rows) {
         return Err(ApiError::unprocessable(
@@ -108,16 +122,23 @@ pub async fn get_online_attributes(
             "attributes: required, a non-empty list such as [\"my_view_v1:TOTAL_TRANSACTIONS\"]",
         )),
     };
+    let cells = rows.saturating_mul(attributes.len());
+    if cells > state.limits.max_cells {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "attributes: {rows} entities x {} attributes = {cells} values, more than the {} one request may ask for (api.max_cells); split the request",
+                attributes.len(),
+                state.limits.max_cells
+            ),
+        ));
+    }
     let full = req
         .get("full_attribute_names")
         .and_then(Json_::as_bool)
         .unwrap_or(false);
 
-    let views: HashMap<String, View> = registry::list(&state.store)
-        .await?
-        .into_iter()
-        .map(|v| (v.feast_name(), v))
-        .collect();
+    let views = state.views().await?;
     let mut wanted: Vec<Wanted<'_>> = Vec::with_capacity(attributes.len());
     for (i, a) in attributes.iter().enumerate() {
         let (fv, name) = a.split_once(':').ok_or_else(|| {
@@ -170,18 +191,22 @@ pub async fn get_online_attributes(
         });
     }
 
-    // One read per (view, entity), whatever the number of its attributes asked.
+    // One pipelined round trip per view, for all the entities it is asked
+    // for, whatever the number of its attributes asked.
     let mut profiles: HashMap<(String, String), Vec<Json_>> = HashMap::new();
+    let mut read: Vec<String> = Vec::new();
     for w in &wanted {
         let fv = w.view.feast_name();
-        for id in keys[w.view.entity.join_key()].iter().flatten() {
-            if profiles.contains_key(&(fv.clone(), id.clone())) {
-                continue;
-            }
-            let values = state
-                .store
-                .read_profile(w.view, id)
-                .await?
+        if read.contains(&fv) {
+            continue;
+        }
+        read.push(fv.clone());
+        let mut ids: Vec<&String> = keys[w.view.entity.join_key()].iter().flatten().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found = state.store.read_profiles(w.view, &ids).await?;
+        for (id, p) in ids.into_iter().zip(found) {
+            let values = p
                 .map(|p| p.values.into_iter().map(|(_, v)| v).collect())
                 .unwrap_or_default();
             profiles.insert((fv.clone(), id.clone()), values);

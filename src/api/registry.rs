@@ -23,11 +23,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use redis::AsyncCommands;
 use serde_json::{json, Map, Value as Json_};
 
 use super::{json_body, ApiError, ApiResult, Shared};
-use crate::model::{View, ViewId, BUILTIN_ENTITIES};
+use crate::model::{identifier_problem, quoted, text_problem, View, ViewId, BUILTIN_ENTITIES};
 use crate::registry::{self, Applied};
 use crate::scheduler::Command;
 
@@ -49,14 +48,32 @@ impl Dialect {
     }
 }
 
-const ENTITIES_KEY: &str = "entities";
-
+/// A version from a path: decimal digits only, no sign, no leading zero,
+/// 1 to `u32::MAX` (`+1`, `01`, `0`, `-1` and `4294967296` are 400s naming
+/// the key, so one view has exactly one spelling of its URL).
 pub fn parse_version(raw: &str) -> ApiResult<u32> {
-    raw.parse::<u32>().map_err(|_| {
-        ApiError::bad_request(format!(
-            "version: `{raw}` in the path is not a whole number"
-        ))
-    })
+    let bad =
+        |why: &str| ApiError::bad_request(format!("version: `{}` in the path {why}", quoted(raw)));
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("is not a whole number (digits only, such as 1)"));
+    }
+    if raw.starts_with('0') {
+        return Err(bad("must be 1 or more, written without leading zeros"));
+    }
+    raw.parse::<u32>()
+        .map_err(|_| bad(&format!("is larger than the maximum of {}", u32::MAX)))
+}
+
+/// Refuses a present `key` that is not a JSON boolean (`0`, `null` and
+/// `"false"` are not), naming the key.
+fn boolean_key(obj: &Map<String, Json_>, key: &str) -> Option<String> {
+    match obj.get(key) {
+        None | Some(Json_::Bool(_)) => None,
+        Some(other) => Some(format!(
+            "{key}: expected true or false, not `{}`",
+            quoted(&other.to_string())
+        )),
+    }
 }
 
 /// Checks the keys a view cannot do without, so a missing one is named the
@@ -130,15 +147,8 @@ fn parse_view(body: Json_, dialect: Dialect) -> ApiResult<View> {
             let name = key.get("name").cloned().unwrap_or(Json_::Null);
             obj.entry("entity").or_insert(json!({ "name": name }));
         }
-        if obj.remove("is_published") == Some(Json_::Bool(false)) {
-            obj.insert("online".into(), Json_::Bool(false));
-        }
     }
-    let name = obj
-        .get("name")
-        .and_then(Json_::as_str)
-        .unwrap_or("")
-        .to_string();
+    let name = quoted(obj.get("name").and_then(Json_::as_str).unwrap_or(""));
     let invalid = |problems: Vec<String>| {
         let mut e = ApiError::unprocessable(format!(
             "{} `{name}`: {}",
@@ -148,13 +158,27 @@ fn parse_view(body: Json_, dialect: Dialect) -> ApiResult<View> {
         e.problems = problems;
         e
     };
+    let mut flags: Vec<String> = ["online", "offline"]
+        .into_iter()
+        .filter_map(|key| boolean_key(&obj, key))
+        .collect();
+    if dialect == Dialect::Group {
+        flags.extend(boolean_key(&obj, "is_published"));
+        if obj.remove("is_published") == Some(Json_::Bool(false)) {
+            obj.insert("online".into(), Json_::Bool(false));
+        }
+    }
+    if !flags.is_empty() {
+        return Err(invalid(flags));
+    }
     let missing = required_keys(&obj);
     if !missing.is_empty() {
         return Err(invalid(missing));
     }
     let view: View = serde_path_to_error::deserialize(Json_::Object(obj)).map_err(|e| {
         let path = e.path().to_string();
-        invalid(vec![format!("{path}: {}", e.inner())])
+        // serde quotes a mistyped value whole: cut it.
+        invalid(vec![format!("{path}: {}", quoted(&e.inner().to_string()))])
     })?;
     let problems = view.problems();
     if !problems.is_empty() {
@@ -199,6 +223,14 @@ async fn store_view(state: &Shared, view: &View) -> ApiResult<Applied> {
         .pop()
         .map(|(_, a)| a)
         .unwrap_or(Applied::Unchanged);
+    announce(state, view, applied, before.as_ref()).await;
+    Ok(applied)
+}
+
+/// Tells the scheduler about a stored view, and remembers it for
+/// `feature_store/apply` when it turned online or was reshaped.
+async fn announce(state: &Shared, view: &View, applied: Applied, before: Option<&View>) {
+    let id = view.id();
     let turned_online = view.online && before.is_none_or(|b| !b.online);
     if view.online && (turned_online || applied == Applied::Reshaped) {
         state
@@ -209,7 +241,6 @@ async fn store_view(state: &Shared, view: &View) -> ApiResult<Applied> {
     }
     tracing::info!(view = %id, outcome = ?applied, "view applied over HTTP");
     state.scheduler.send(Command::Refresh).await;
-    Ok(applied)
 }
 
 async fn create(
@@ -218,7 +249,7 @@ async fn create(
     d: Dialect,
 ) -> ApiResult<(StatusCode, Json<Json_>)> {
     let view = parse_view(json_body(body)?, d)?;
-    if registry::get(&state.store, &view.id()).await?.is_some() {
+    if !registry::create(&state.store, &view).await? {
         let base = match d {
             Dialect::View => "views",
             Dialect::Group => "attribute_groups",
@@ -232,7 +263,7 @@ async fn create(
             view.version
         )));
     }
-    store_view(&state, &view).await?;
+    announce(&state, &view, Applied::Created, None).await;
     Ok((StatusCode::CREATED, Json(shaped(&view, d))))
 }
 
@@ -247,8 +278,10 @@ async fn put(
     let view = parse_view(json_body(body)?, d)?;
     if view.name != name || view.version != version {
         return Err(ApiError::unprocessable(format!(
-            "name/version: the body names `{}` version {}, the path `{name}` version {version}",
-            view.name, view.version
+            "name/version: the body names `{}` version {}, the path `{}` version {version}",
+            view.name,
+            view.version,
+            quoted(&name)
         )));
     }
     store_view(&state, &view).await?;
@@ -269,8 +302,9 @@ async fn one(
             };
             registry::get(&state.store, &id).await?.ok_or_else(|| {
                 ApiError::not_found(format!(
-                    "{} `{name}` version {} is not registered",
+                    "{} `{}` version {} is not registered",
                     d.noun(),
+                    quoted(&name),
                     id.version
                 ))
             })?
@@ -281,7 +315,11 @@ async fn one(
             .filter(|v| v.name == name)
             .max_by_key(|v| v.version)
             .ok_or_else(|| {
-                ApiError::not_found(format!("no {} named `{name}` is registered", d.noun()))
+                ApiError::not_found(format!(
+                    "no {} named `{}` is registered",
+                    d.noun(),
+                    quoted(&name)
+                ))
             })?,
     };
     Ok(Json(shaped(&view, d)))
@@ -399,7 +437,8 @@ pub async fn delete_view(
         .ok_or_else(|| {
             ApiError::not_found(format!(
                 "view `{}` version {} is not registered",
-                id.name, id.version
+                quoted(&id.name),
+                id.version
             ))
         })?;
     state.pending.lock().expect("pending lock").remove(&id);
@@ -437,32 +476,41 @@ pub async fn feature_store_apply(State(state): State<Shared>) -> ApiResult<Json<
     ))
 }
 
-fn valid_entity_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
+/// An entity body: an object whose `name` follows the rule of a view's
+/// `entity.name` (a warehouse identifier, see `model::identifier_problem`)
+/// and whose `description`, if any, is bounded text.
 fn parse_entity(body: Json_) -> ApiResult<(String, Json_)> {
-    let name = body
-        .get("name")
-        .and_then(Json_::as_str)
-        .ok_or_else(|| ApiError::unprocessable("entity: name: required"))?
-        .to_string();
-    if !valid_entity_name(&name) {
-        return Err(ApiError::unprocessable(format!(
-            "entity: name: `{name}` must be 1 to 128 letters, digits or underscores"
-        )));
+    let Json_::Object(obj) = &body else {
+        return Err(ApiError::unprocessable(
+            "request body: expected a JSON object such as {\"name\": \"user_id\"}",
+        ));
+    };
+    let name = match obj.get("name") {
+        Some(Json_::String(name)) => name.clone(),
+        None | Some(Json_::Null) => return Err(ApiError::unprocessable("name: required")),
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "name: expected text, not `{}`",
+                quoted(&other.to_string())
+            )))
+        }
+    };
+    let problem = identifier_problem("name", &name).or_else(|| match obj.get("description") {
+        None | Some(Json_::Null) => None,
+        Some(Json_::String(d)) => text_problem("description", d),
+        Some(other) => Some(format!(
+            "description: expected text, not `{}`",
+            quoted(&other.to_string())
+        )),
+    });
+    if let Some(problem) = problem {
+        return Err(ApiError::unprocessable(format!("entity: {problem}")));
     }
     Ok((name, body))
 }
 
 async fn stored_entities(state: &Shared) -> ApiResult<BTreeMap<String, Json_>> {
-    let mut conn = state.store.conn();
-    let all: BTreeMap<String, String> = conn
-        .hgetall(state.store.state_key(ENTITIES_KEY))
-        .await
-        .map_err(anyhow::Error::from)?;
+    let all = state.store.entities().await?;
     Ok(all
         .into_iter()
         .filter_map(|(k, v)| serde_json::from_str(&v).ok().map(|v| (k, v)))
@@ -495,15 +543,11 @@ pub async fn get_entity(
         .await?
         .remove(&name)
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("entity `{name}` is not registered")))
+        .ok_or_else(|| ApiError::not_found(format!("entity `{}` is not registered", quoted(&name))))
 }
 
 async fn save_entity(state: &Shared, name: &str, body: &Json_) -> ApiResult<()> {
-    let mut conn = state.store.conn();
-    let _: () = conn
-        .hset(state.store.state_key(ENTITIES_KEY), name, body.to_string())
-        .await
-        .map_err(anyhow::Error::from)?;
+    state.store.put_entity(name, &body.to_string()).await?;
     Ok(())
 }
 
@@ -531,7 +575,8 @@ pub async fn put_entity(
     let (name, body) = parse_entity(json_body(body)?)?;
     if name != path_name {
         return Err(ApiError::unprocessable(format!(
-            "entity: name: the body names `{name}`, the path `{path_name}`"
+            "entity: name: the body names `{name}`, the path `{}`",
+            quoted(&path_name)
         )));
     }
     // Built-ins are fixed (join key = name); echoing keeps the SDK's apply happy.
@@ -606,6 +651,129 @@ mod tests {
         let mut b = seed();
         b["version"] = json!("one");
         assert!(problems_of(b).contains("version: invalid type"));
+    }
+
+    #[test]
+    fn versions_with_a_sign_a_leading_zero_or_out_of_u32_are_400s_naming_the_version() {
+        for (raw, want) in [("1", 1), ("7", 7), ("4294967295", u32::MAX)] {
+            assert_eq!(parse_version(raw).unwrap(), want, "{raw}");
+        }
+        for (raw, why) in [
+            ("+1", "not a whole number"),
+            ("-1", "not a whole number"),
+            (" 1", "not a whole number"),
+            ("1.0", "not a whole number"),
+            ("", "not a whole number"),
+            ("１", "not a whole number"),
+            ("01", "without leading zeros"),
+            ("00", "without leading zeros"),
+            ("0", "must be 1 or more"),
+            ("4294967296", "larger than the maximum of 4294967295"),
+            ("99999999999999999999999", "larger than the maximum"),
+        ] {
+            let e = parse_version(raw).expect_err(raw);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{raw}");
+            assert!(
+                e.detail
+                    .starts_with(&format!("version: `{raw}` in the path"))
+                    && e.detail.contains(why),
+                "{raw}: {}",
+                e.detail
+            );
+        }
+    }
+
+    #[test]
+    fn publish_flags_that_are_not_json_booleans_are_422s_naming_the_key() {
+        let mut group = seed();
+        let key = group.as_object_mut().unwrap().remove("entity").unwrap();
+        group["attribute_key"] = key;
+        for bad in [json!(0), json!(1), Json_::Null, json!("false"), json!([])] {
+            let mut b = group.clone();
+            b["is_published"] = bad.clone();
+            let e = parse_view(b, Dialect::Group).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(
+                e.problems,
+                [format!("is_published: expected true or false, not `{bad}`")]
+            );
+            for key in ["online", "offline"] {
+                for dialect in [Dialect::View, Dialect::Group] {
+                    let mut b = if dialect == Dialect::View {
+                        seed()
+                    } else {
+                        group.clone()
+                    };
+                    b[key] = bad.clone();
+                    let e = parse_view(b, dialect).unwrap_err();
+                    assert_eq!(
+                        e.problems,
+                        [format!("{key}: expected true or false, not `{bad}`")],
+                        "{key} = {bad}"
+                    );
+                }
+            }
+        }
+        let mut b = group.clone();
+        b["is_published"] = json!(true);
+        assert!(parse_view(b, Dialect::Group).unwrap().online);
+    }
+
+    #[test]
+    fn entity_names_follow_the_view_entity_rule_and_are_never_echoed_whole() {
+        for ok in ["user_id", "Ünïcode \"col\" name"] {
+            let (name, _) = parse_entity(json!({ "name": ok })).unwrap();
+            assert_eq!(name, ok);
+        }
+        let huge = "e".repeat(100_000);
+        for (body, want) in [
+            (
+                json!({ "name": "a\u{0}b" }),
+                "entity: name: `a\\u{0}b` holds a control",
+            ),
+            (json!({ "name": huge }), "entity: name: `eeee"),
+            (json!({ "name": "" }), "entity: name: must not be empty"),
+            (json!({ "name": 5 }), "name: expected text, not `5`"),
+            (json!({}), "name: required"),
+            (json!([]), "request body: expected a JSON object"),
+            (
+                json!({ "name": "ok", "description": "d".repeat(5000) }),
+                "entity: description: is 5000 bytes long; the limit is 4096",
+            ),
+        ] {
+            let e = parse_entity(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert!(
+                e.detail.starts_with(want) && e.detail.len() < 300,
+                "{}",
+                e.detail
+            );
+        }
+        // The same rule as a view's entity.
+        let mut b = seed();
+        b["entity"]["name"] = json!("a\u{0}b");
+        assert!(problems_of(b).contains("entity.name: `a\\u{0}b` holds a control character"));
+    }
+
+    #[test]
+    fn a_megabyte_name_or_mistyped_value_is_never_echoed_whole() {
+        let huge = "n".repeat(1 << 20);
+        let mut b = seed();
+        b["name"] = json!(huge);
+        let e = parse_view(b, Dialect::View).unwrap_err();
+        assert!(
+            e.detail.len() < 500 && e.detail.contains("the limit is 128"),
+            "{}",
+            e.detail
+        );
+        let mut b = seed();
+        b["version"] = json!(huge);
+        let e = parse_view(b, Dialect::View).unwrap_err();
+        assert!(
+            e.detail.len() < 500 && e.detail.contains("version: invalid type"),
+            "{}",
+            e.detail
+        );
     }
 
     #[test]

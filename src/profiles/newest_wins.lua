@@ -1,16 +1,32 @@
 -- Newest-wins upsert of many entities of one feature view, atomically per call.
 -- KEYS[i]: entity hash keys (Feast layout).
 -- ARGV[1]: timestamp hash field ("_ts:{feature_view}")
--- ARGV[2]: key expiry in milliseconds, 0 for none
--- then per key: n, serialized Timestamp, then n field/value pairs.
--- A stored timestamp newer than the incoming one wins; an equal one is overwritten,
--- so a corrected row that keeps its timestamp still lands.
--- Returns the number of keys written (the rest were stale).
+-- ARGV[2]: generation hash field ("_gen:{feature_view}")
+-- ARGV[3]: the writer's shape generation (0 until the view is first reshaped)
+-- ARGV[4]: "1" when the view has a ttl, else "0"
+-- then per key: n, [expiry deadline in ms since the epoch, only with a ttl],
+-- serialized Timestamp, then n field/value pairs.
 --
--- Per key the common cases cost one HGET and one HSET: a new key (no stored
+-- Which value wins: a value of a newer shape generation always beats one of an
+-- older generation (a reshaped view replaces the old shape's values whatever
+-- their times, and a run of the old shape still writing can never overwrite
+-- the new one); within one generation a stored timestamp newer than the
+-- incoming one wins and an equal one is overwritten, so a corrected row that
+-- keeps its timestamp still lands. Returns the number of keys written (the
+-- rest were stale).
+--
+-- Key expiry: one hash holds every view of an entity, so a view's ttl may only
+-- ever *extend* the key's expiry (to this row's deadline), never shorten it,
+-- and never put one on a key that a view without ttl keeps; a write by a view
+-- without ttl makes the key persistent. Expiry is storage clean-up only: reads
+-- hide a view's values past its own ttl.
+--
+-- Per key the common cases cost one HMGET and one HSET: a new key (no stored
 -- time) and an identical stored time need no decoding, the HSET arguments are
--- passed straight from ARGV with unpack, and EXISTS/PTTL run only for views
--- with a ttl. A few hundred keys per call amortise the call itself.
+-- passed straight from ARGV with unpack. A view without ttl adds one PERSIST
+-- when it first writes a key; a view with a ttl one PEXPIRETIME (Redis >= 7.0)
+-- and, when the deadline grows, one PEXPIREAT. A few hundred keys per call
+-- amortise the call itself.
 
 -- Decodes a protobuf varint at position p; returns value and next position.
 -- A 10-byte varint is a negative int64 (two's complement), rebuilt from its
@@ -66,35 +82,47 @@ local function decode_ts(s)
   return decode_ts_any(s)
 end
 
-local tsf = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local a = 3
+local tsf, genf, gens = ARGV[1], ARGV[2], ARGV[3]
+local gen = tonumber(gens)
+local ttl = ARGV[4] == '1'
+local a = 5
 local written = 0
 for k = 1, #KEYS do
   local key = KEYS[k]
   local n = tonumber(ARGV[a])
-  local tsb = ARGV[a + 1]
-  local last = a + 1 + 2 * n
-  local cur = redis.call('HGET', key, tsf)
-  local stale = false
-  if cur and cur ~= tsb then
+  local d = a + 1
+  local deadline
+  if ttl then
+    deadline = tonumber(ARGV[d])
+    d = d + 1
+  end
+  local tsb = ARGV[d]
+  local last = d + 2 * n
+  local st = redis.call('HMGET', key, tsf, genf)
+  local cur, cg = st[1], tonumber(st[2]) or 0
+  local stale = cg > gen
+  if cg == gen and cur and cur ~= tsb then
     local cs, cn = decode_ts(cur)
     local sec, ns = decode_ts(tsb)
     stale = cs > sec or (cs == sec and cn > ns)
   end
   if not stale then
-    local existed = true
-    if ttl > 0 and not cur then
-      existed = redis.call('EXISTS', key) == 1
+    local expires
+    if ttl then expires = redis.call('PEXPIRETIME', key) end
+    if gen > 0 then
+      redis.call('HSET', key, genf, gens, tsf, unpack(ARGV, d, last))
+    else
+      redis.call('HSET', key, tsf, unpack(ARGV, d, last))
     end
-    redis.call('HSET', key, tsf, unpack(ARGV, a + 1, last))
-    if ttl > 0 then
-      -- One hash holds every view of an entity: extend an expiry, never shorten
-      -- it, and never put one on a key another view keeps without expiry.
-      local left = redis.call('PTTL', key)
-      if (not existed) or (left >= 0 and left < ttl) then
-        redis.call('PEXPIRE', key, ttl)
+    if ttl then
+      -- -2: the key is new; -1: a view without ttl keeps it; else its deadline.
+      if expires == -2 or (expires >= 0 and deadline > expires) then
+        redis.call('PEXPIREAT', key, deadline)
       end
+    elseif (not cur) or cg ~= gen then
+      -- Once this view has written a key the key is persistent (no view with a
+      -- ttl adds expiry to a persistent key), so only a first write checks.
+      redis.call('PERSIST', key)
     end
     written = written + 1
   end

@@ -7,12 +7,11 @@
 //! missing or null value as `null`. Assumes values no larger than Redis holds.
 
 use base64::Engine;
-use redis::AsyncCommands;
 use serde_json::{json, Value as Json};
 
 use super::{feast, ProfileStore};
 use crate::model::View;
-use crate::warehouse::Nanos;
+use crate::time::Nanos;
 
 /// One entity's values for one view, with the event time they carry.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,32 +195,85 @@ pub fn decode_timestamp(bytes: &[u8]) -> Result<Nanos, String> {
     Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
+/// Whether a value of `view` stamped `ts` has outlived the view's `ttl` at
+/// `now` (ttl counts from the row's timestamp; no ttl never expires).
+pub fn expired(view: &View, ts: Nanos, now: Nanos) -> bool {
+    view.ttl().is_some_and(|ttl| {
+        let ttl = i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX);
+        ts.saturating_add(ttl) <= now
+    })
+}
+
+/// Decodes one entity's hash fields (as [`super::view_hash_fields`] lists
+/// them) into a profile; `None` when nothing of the view is stored, or its
+/// values are past the view's ttl at `now`.
+fn profile_of(
+    view: &View,
+    raw: Vec<Option<Vec<u8>>>,
+    now: Nanos,
+) -> anyhow::Result<Option<Profile>> {
+    let n = view.fields.len();
+    if raw[..=n].iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let ts = raw[n]
+        .as_deref()
+        .map(decode_timestamp)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if ts.is_some_and(|ts| expired(view, ts, now)) {
+        return Ok(None);
+    }
+    let mut values = Vec::with_capacity(n);
+    for (f, v) in view.fields.iter().zip(&raw) {
+        let json = match v {
+            Some(b) => decode_value(b).map_err(|e| anyhow::anyhow!("{}: {e}", f.name))?,
+            None => Json::Null,
+        };
+        values.push((f.name.clone(), json));
+    }
+    Ok(Some(Profile { ts, values }))
+}
+
+fn now_nanos() -> Nanos {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
 impl ProfileStore {
-    /// The stored values of `view` for one entity; `None` when nothing is stored.
+    /// The stored values of `view` for one entity; `None` when nothing is
+    /// stored or the values are past the view's ttl.
     pub async fn read_profile(&self, view: &View, entity: &str) -> anyhow::Result<Option<Profile>> {
-        let key = feast::entity_key(view.entity.join_key(), entity.as_bytes(), self.project());
+        Ok(self
+            .read_profiles(view, std::slice::from_ref(&entity))
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// [`ProfileStore::read_profile`] for many entities in one pipelined round trip.
+    pub async fn read_profiles<S: AsRef<str>>(
+        &self,
+        view: &View,
+        entities: &[S],
+    ) -> anyhow::Result<Vec<Option<Profile>>> {
         let fields = super::view_hash_fields(view);
-        let mut conn = self.conn();
-        let raw: Vec<Option<Vec<u8>>> = conn.hget(&key, &fields).await?;
-        let ts = raw.last().cloned().flatten();
-        if raw.iter().all(Option::is_none) {
-            return Ok(None);
+        let mut pipe = redis::pipe();
+        for e in entities {
+            let key = feast::entity_key(
+                view.entity.join_key(),
+                e.as_ref().as_bytes(),
+                self.project(),
+            );
+            pipe.cmd("HMGET").arg(key).arg(&fields);
         }
-        let mut values = Vec::with_capacity(view.fields.len());
-        for (f, v) in view.fields.iter().zip(&raw) {
-            let json = match v {
-                Some(b) => decode_value(b).map_err(|e| anyhow::anyhow!("{}: {e}", f.name))?,
-                None => Json::Null,
-            };
-            values.push((f.name.clone(), json));
-        }
-        Ok(Some(Profile {
-            ts: ts
-                .map(|b| decode_timestamp(&b))
-                .transpose()
-                .map_err(anyhow::Error::msg)?,
-            values,
-        }))
+        let mut conn = self.conn.clone();
+        let raw: Vec<Vec<Option<Vec<u8>>>> = if entities.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn).await?
+        };
+        let now = now_nanos();
+        raw.into_iter().map(|r| profile_of(view, r, now)).collect()
     }
 }
 

@@ -15,6 +15,10 @@
 //!   size however large the window;
 //! - page columns are, in order: entity, timestamp, then the requested field
 //!   columns; their Arrow shapes are decoded by [`decode`];
+//! - [`Warehouse::describe`] maps each column's type, once, to a [`ColumnType`]
+//!   whose [`TypeKind`] says which Arrow shape its values arrive in (so
+//!   [`decode::compatible`] can judge it before any row is read) and whose
+//!   name is the warehouse's own, for messages;
 //! - rows whose entity or timestamp is NULL are either left out of the pages and
 //!   counted by [`Warehouse::null_key_rows`], or delivered in pages (and then not
 //!   counted there), never both.
@@ -25,13 +29,17 @@ pub mod decode;
 pub mod parquet;
 pub mod snowflake;
 pub mod sql;
+pub mod zone;
 
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-/// Nanoseconds since the Unix epoch, UTC. Timestamps without a zone are read as UTC.
-pub type Nanos = i64;
+/// Nanoseconds since the Unix epoch, UTC (defined in [`crate::time`]). Timestamps
+/// without a zone (TIMESTAMP_NTZ) are wall times: backends deliver them counted as if
+/// they were UTC, and sync reads them in the zone in effect for the view
+/// ([`zone::NtzZone`]; UTC by default).
+pub use crate::time::Nanos;
 
 /// A table as a view's batch source names it; parts are resolved like
 /// Snowflake's unquoted identifiers (case-insensitively) by the backend.
@@ -56,8 +64,89 @@ impl std::fmt::Display for TableRef {
 pub struct Column {
     /// The name exactly as stored (e.g. `DOMAIN_USERID`).
     pub name: String,
-    /// The warehouse's type name, e.g. `NUMBER(38,0)`, `TIMESTAMP_NTZ(9)`, `VARCHAR(16777216)`.
-    pub data_type: String,
+    /// Its type, mapped by the backend's `describe` from the warehouse's own.
+    pub data_type: ColumnType,
+}
+
+/// A column's type as a backend's [`Warehouse::describe`] reports it: what decoding
+/// needs to know ([`TypeKind`]) and the warehouse's own name for it, for messages.
+///
+/// Display is that name, exactly as the warehouse gave it: Snowflake's
+/// `NUMBER(38,0)`, `VARCHAR(16777216)`, `TIMESTAMP_NTZ(9)` (or the DuckDB names
+/// fakesnow prints, such as `BIGINT`); Arrow's `Int64`, `Utf8`,
+/// `Timestamp(ms, "UTC")` for Parquet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnType {
+    pub kind: TypeKind,
+    /// The warehouse's own name for the type.
+    pub name: String,
+}
+
+/// What a column holds, as far as decoding is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeKind {
+    /// VARCHAR and its aliases; Arrow Utf8.
+    Text,
+    /// NUMBER(p, s) and the integer types; `scale` digits after the point (0 when
+    /// the name prints none).
+    Number {
+        scale: i64,
+    },
+    /// FLOAT, DOUBLE, REAL; Arrow floats.
+    Float,
+    Boolean,
+    Binary,
+    /// TIMESTAMP_NTZ / LTZ / TZ (and their aliases); Arrow timestamps (NTZ without
+    /// a zone, TZ with one).
+    Timestamp(TimestampKind),
+    Date,
+    Time,
+    /// `ARRAY`, or a structured `ARRAY(T)` (an Arrow list) with its element type.
+    Array(Option<Box<ColumnType>>),
+    /// VARIANT (and DuckDB's JSON).
+    Variant,
+    /// OBJECT, MAP.
+    Object,
+    /// Anything else (GEOGRAPHY, VECTOR, an Arrow struct, ...): its name says what.
+    Other,
+}
+
+/// Which of Snowflake's timestamp types a column is, and so which type the
+/// literals compared with it are built as ([`sql::timestamp_literal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampKind {
+    /// TIMESTAMP_NTZ (and DATE, which compares with it): a wall time.
+    Ntz,
+    /// TIMESTAMP_LTZ: an instant.
+    Ltz,
+    /// TIMESTAMP_TZ: an instant with an offset; compared as the instant.
+    Tz,
+}
+
+impl ColumnType {
+    pub fn new(kind: TypeKind, name: impl Into<String>) -> Self {
+        ColumnType {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl TimestampKind {
+    /// The kind of a timestamp column's type; anything that is not a zoned
+    /// timestamp (NTZ, DATE, other types) is [`Self::Ntz`].
+    pub fn of(column_type: &ColumnType) -> Self {
+        match column_type.kind {
+            TypeKind::Timestamp(kind) => kind,
+            _ => TimestampKind::Ntz,
+        }
+    }
 }
 
 /// What one run reads: rows with `timestamp > since` (all rows when `since` is None).
@@ -68,9 +157,11 @@ pub struct WindowQuery {
     pub entity_column: String,
     pub timestamp_column: String,
     /// The timestamp column's type as [`Warehouse::describe`] reported it.
-    pub timestamp_type: String,
+    pub timestamp_type: ColumnType,
     pub field_columns: Vec<String>,
-    /// Exclusive lower bound of the window.
+    /// Exclusive lower bound of the window, in the column's own terms: an
+    /// instant for zoned columns, a wall time counted as UTC for TIMESTAMP_NTZ
+    /// (see [`zone::NtzZone::since`]).
     pub since: Option<Nanos>,
     pub page_rows: usize,
 }
@@ -132,6 +223,12 @@ pub trait Warehouse: Send + Sync {
 
     /// Cheap round trip proving the warehouse answers (used by `check` and `/readyz`).
     async fn ping(&self) -> Result<()>;
+
+    /// The zone TIMESTAMP_NTZ wall times are in unless a view's batch source
+    /// says otherwise (`warehouse.ntz_time_zone`).
+    fn ntz_time_zone(&self) -> zone::Tz {
+        zone::Tz::UTC
+    }
 }
 
 /// Builds the configured backend.
@@ -143,7 +240,8 @@ pub fn build(
             snowflake::SnowflakeWarehouse::new(cfg)?,
         )),
         crate::config::WarehouseKind::Parquet => Ok(std::sync::Arc::new(
-            parquet::ParquetWarehouse::new(cfg.path.clone().unwrap_or_default()),
+            parquet::ParquetWarehouse::new(cfg.path.clone().unwrap_or_default())
+                .with_ntz_time_zone(cfg.ntz_zone()?),
         )),
     }
 }

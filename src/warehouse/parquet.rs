@@ -31,12 +31,15 @@
 //! - reads are repeatable as long as files are replaced atomically (write a
 //!   hidden file, then rename); a file changing under a read fails the run.
 //!
-//! Column types are reported in Snowflake's vocabulary (`VARCHAR`,
-//! `NUMBER(38,0)`, `FLOAT`, `BOOLEAN`, `BINARY`, `TIMESTAMP_NTZ(9)` /
-//! `TIMESTAMP_TZ(9)` for zoned timestamps, `DATE`, `ARRAY(T)`), so `check` and
-//! the column plan judge them with the same rules as Snowflake columns; the
-//! Arrow-native shapes are decoded by [`super::decode`]. `now()` is the local
-//! clock.
+//! Column types are mapped from their Arrow types ([`column_type`]) to the
+//! [`TypeKind`] of the Snowflake type that arrives in the same shape (strings are
+//! text, integers and decimals numbers, timestamps without a zone NTZ and with one
+//! TZ, lists arrays of their element's kind), so `check` and the column plan judge
+//! them with the same rules as Snowflake columns; messages name the Arrow type
+//! (`Utf8`, `Int64`). The Arrow-native shapes are decoded by [`super::decode`]. A
+//! timestamp without a zone is a TIMESTAMP_NTZ wall time: pages and the window's
+//! `since` carry it as stored, and sync reads it in `warehouse.ntz_time_zone` (or
+//! the view's own zone; see [`super::zone`]). `now()` is the local clock.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -52,8 +55,8 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaData;
 
 use super::{
-    decode, Column, Nanos, NullKeyRows, Page, Result, TableRef, Warehouse, WarehouseError,
-    WindowQuery,
+    decode, Column, ColumnType, Nanos, NullKeyRows, Page, Result, TableRef, TimestampKind,
+    TypeKind, Warehouse, WarehouseError, WindowQuery,
 };
 
 /// Pages read ahead of the consumer (one more is being filled by the reader).
@@ -63,11 +66,24 @@ const PAGES_AHEAD: usize = 1;
 pub struct ParquetWarehouse {
     /// `warehouse.path`: one directory (or `.parquet` file) per table below it.
     root: PathBuf,
+    /// `warehouse.ntz_time_zone`: the zone of timestamps without one.
+    ntz_time_zone: super::zone::Tz,
 }
 
 impl ParquetWarehouse {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        ParquetWarehouse { root: root.into() }
+        ParquetWarehouse {
+            root: root.into(),
+            ntz_time_zone: super::zone::Tz::UTC,
+        }
+    }
+
+    /// Timestamps without a zone are wall times in `zone` (see [`Warehouse::ntz_time_zone`]).
+    pub fn with_ntz_time_zone(self, zone: super::zone::Tz) -> Self {
+        ParquetWarehouse {
+            ntz_time_zone: zone,
+            ..self
+        }
     }
 
     /// The Parquet files of a table, in path order (see the module doc for the layout).
@@ -164,11 +180,12 @@ fn parquet_error(path: &Path, e: ParquetError) -> WarehouseError {
     }
 }
 
-/// The Snowflake type name whose column arrives in this Arrow shape, so the
-/// column plan applies one set of rules to every backend.
-pub fn warehouse_type(data_type: &DataType) -> String {
-    match data_type {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+/// The type of a column of this Arrow type: the kind of the Snowflake type whose
+/// column arrives in the same shape, so the column plan applies one set of rules
+/// to every backend; named by the Arrow type.
+pub fn column_type(data_type: &DataType) -> ColumnType {
+    let kind = match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => TypeKind::Text,
         DataType::Int8
         | DataType::Int16
         | DataType::Int32
@@ -176,25 +193,28 @@ pub fn warehouse_type(data_type: &DataType) -> String {
         | DataType::UInt8
         | DataType::UInt16
         | DataType::UInt32
-        | DataType::UInt64 => "NUMBER(38,0)".into(),
-        DataType::Decimal32(p, s)
-        | DataType::Decimal64(p, s)
-        | DataType::Decimal128(p, s)
-        | DataType::Decimal256(p, s) => format!("NUMBER({p},{s})"),
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => "FLOAT".into(),
-        DataType::Boolean => "BOOLEAN".into(),
+        | DataType::UInt64 => TypeKind::Number { scale: 0 },
+        DataType::Decimal32(_, s)
+        | DataType::Decimal64(_, s)
+        | DataType::Decimal128(_, s)
+        | DataType::Decimal256(_, s) => TypeKind::Number {
+            scale: i64::from(*s),
+        },
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => TypeKind::Float,
+        DataType::Boolean => TypeKind::Boolean,
         DataType::Binary
         | DataType::LargeBinary
         | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => "BINARY".into(),
-        DataType::Timestamp(_, None) => "TIMESTAMP_NTZ(9)".into(),
-        DataType::Timestamp(_, Some(_)) => "TIMESTAMP_TZ(9)".into(),
-        DataType::Date32 | DataType::Date64 => "DATE".into(),
+        | DataType::FixedSizeBinary(_) => TypeKind::Binary,
+        DataType::Timestamp(_, None) => TypeKind::Timestamp(TimestampKind::Ntz),
+        DataType::Timestamp(_, Some(_)) => TypeKind::Timestamp(TimestampKind::Tz),
+        DataType::Date32 | DataType::Date64 => TypeKind::Date,
         DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
-            format!("ARRAY({})", warehouse_type(item.data_type()))
+            TypeKind::Array(Some(Box::new(column_type(item.data_type()))))
         }
-        other => format!("{other}"),
-    }
+        _ => TypeKind::Other,
+    };
+    ColumnType::new(kind, data_type.to_string())
 }
 
 /// Index of `name` in `schema`: exact, else case-insensitive.
@@ -425,7 +445,7 @@ impl Warehouse for ParquetWarehouse {
                 .iter()
                 .map(|f| Column {
                     name: f.name().clone(),
-                    data_type: warehouse_type(f.data_type()),
+                    data_type: column_type(f.data_type()),
                 })
                 .collect())
         })
@@ -476,6 +496,10 @@ impl Warehouse for ParquetWarehouse {
                 })
             })
             .boxed()
+    }
+
+    fn ntz_time_zone(&self) -> super::zone::Tz {
+        self.ntz_time_zone
     }
 
     async fn ping(&self) -> Result<()> {
@@ -558,7 +582,10 @@ mod tests {
             },
             entity_column: "DOMAIN_USERID".into(),
             timestamp_column: "UPDATED_AT".into(),
-            timestamp_type: "TIMESTAMP_NTZ(9)".into(),
+            timestamp_type: column_type(&DataType::Timestamp(
+                arrow_schema::TimeUnit::Nanosecond,
+                None,
+            )),
             field_columns: vec!["VISITS".into(), "DOMAIN_USERID".into()],
             since,
             page_rows,
@@ -735,16 +762,20 @@ mod tests {
             vec![root.join("EVENTS.parquet")]
         );
         let cols = wh.describe(&table("EVENTS")).await.unwrap();
-        let types: Vec<(&str, &str)> = cols
+        let types: Vec<(&str, &TypeKind, String)> = cols
             .iter()
-            .map(|c| (c.name.as_str(), c.data_type.as_str()))
+            .map(|c| (c.name.as_str(), &c.data_type.kind, c.data_type.to_string()))
             .collect();
         assert_eq!(
             types,
             vec![
-                ("DOMAIN_USERID", "VARCHAR"),
-                ("UPDATED_AT", "TIMESTAMP_NTZ(9)"),
-                ("VISITS", "NUMBER(38,0)")
+                ("DOMAIN_USERID", &TypeKind::Text, "Utf8".into()),
+                (
+                    "UPDATED_AT",
+                    &TypeKind::Timestamp(TimestampKind::Ntz),
+                    "Timestamp(µs)".into()
+                ),
+                ("VISITS", &TypeKind::Number { scale: 0 }, "Int32".into())
             ]
         );
         let missing = wh.describe(&table("nope")).await.unwrap_err();
@@ -759,10 +790,10 @@ mod tests {
     fn arrow_types_map_to_snowflake_types_the_column_plan_accepts() {
         use crate::model::FieldType;
         let ts = DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into()));
-        assert!(decode::timestamp_compatible(&warehouse_type(&ts)).is_ok());
-        assert!(decode::timestamp_compatible(&warehouse_type(&DataType::Date32)).is_ok());
-        assert!(decode::timestamp_compatible(&warehouse_type(&DataType::Int64)).is_err());
-        assert!(decode::entity_compatible(&warehouse_type(&DataType::Int64)).is_ok());
+        assert!(decode::timestamp_compatible(&column_type(&ts)).is_ok());
+        assert!(decode::timestamp_compatible(&column_type(&DataType::Date32)).is_ok());
+        assert!(decode::timestamp_compatible(&column_type(&DataType::Int64)).is_err());
+        assert!(decode::entity_compatible(&column_type(&DataType::Int64)).is_ok());
         let cases = [
             (DataType::Int32, FieldType::Int32),
             (DataType::Int64, FieldType::Int64),
@@ -778,12 +809,13 @@ mod tests {
             ),
         ];
         for (arrow, field) in cases {
-            let t = warehouse_type(&arrow);
+            let t = column_type(&arrow);
             assert!(
                 decode::compatible(&t, field).is_ok(),
                 "{arrow} as {t} for {field}"
             );
         }
-        assert!(decode::compatible(&warehouse_type(&DataType::Utf8), FieldType::Int32).is_err());
+        let e = decode::compatible(&column_type(&DataType::Utf8), FieldType::Int32).unwrap_err();
+        assert!(e.contains("a Utf8 column") && e.contains("int32"), "{e}");
     }
 }

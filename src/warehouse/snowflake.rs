@@ -5,12 +5,17 @@
 //! greatest `(ts, entity)` of the previous page, computed from the page itself
 //! because result chunks arrive out of order); rows with a NULL entity or
 //! timestamp, or a timestamp [`Nanos`] cannot hold, are left out of pages and
-//! counted by `null_key_rows`. The cursor's entity is compared as text, so a
-//! NUMBER entity column (ordered numerically by Snowflake) can have rows at a
-//! page edge read twice, never skipped.
+//! counted by `null_key_rows`. The SQL orders and compares a text entity in
+//! the byte order of its UTF-8, as the cursor (a Rust `String`) does, whatever
+//! the column's collation (`COLLATE(e, '')`, see [`entity_key`]); a NUMBER
+//! entity column is ordered numerically while the cursor is its greatest
+//! decimal text, so rows at a page edge can be read twice, never skipped.
+//! Timestamp literals are numbers (`TO_TIMESTAMP_NTZ(<nanos>, 9)`, see
+//! [`sql::timestamp_literal`]), so session parameters cannot change them.
 //!
 //! Table names resolve like unquoted identifiers: `describe` remembers the
 //! name that matched (e.g. `DB.S.T` for `db.s.t`), and the reads use it.
+//! `describe` also parses each column's type name, once ([`column_type`]).
 //!
 //! Works around the crate's pitfalls: every call has a timeout; requests go
 //! through our own HTTP client (timeouts, no blind retries of POSTs, optional
@@ -36,10 +41,13 @@ use snowflake_api::{
 };
 use tokio::sync::Mutex;
 
+use super::sql::TimestampKind;
 use super::{
-    decode, sql, Column, Nanos, NullKeyRows, Page, Result, TableRef, Warehouse, WarehouseError,
+    decode, sql, Column, ColumnType, Nanos, NullKeyRows, Page, Result, TableRef, TypeKind,
+    Warehouse, WarehouseError,
 };
 use crate::config::{Credentials, WarehouseConfig};
+use crate::model::FieldType;
 
 /// Rewrites the scheme, host and port of requests to the Snowflake account
 /// host to the configured base URL. Result chunks are downloaded from
@@ -99,18 +107,20 @@ pub struct SnowflakeWarehouse {
     api: Mutex<Option<Arc<SnowflakeApi>>>,
     /// The stored name `describe` found for each requested table name.
     resolved: Resolved,
+    /// `warehouse.ntz_time_zone`.
+    ntz_time_zone: super::zone::Tz,
 }
 
-/// Requested table name -> the name that matched in the warehouse.
+/// Requested table name -> the name that matched in the warehouse, and its columns.
 #[derive(Default)]
-struct Resolved(std::sync::Mutex<HashMap<TableRef, TableRef>>);
+struct Resolved(std::sync::Mutex<HashMap<TableRef, (TableRef, Vec<Column>)>>);
 
 impl Resolved {
-    fn remember(&self, requested: &TableRef, stored: &TableRef) {
+    fn remember(&self, requested: &TableRef, stored: &TableRef, columns: &[Column]) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(requested.clone(), stored.clone());
+            .insert(requested.clone(), (stored.clone(), columns.to_vec()));
     }
 
     /// The stored name of `requested`, or `requested` itself if it was never described.
@@ -119,8 +129,19 @@ impl Resolved {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(requested)
-            .cloned()
+            .map(|(stored, _)| stored.clone())
             .unwrap_or_else(|| requested.clone())
+    }
+
+    /// Whether `column` of `requested` is a number (as `describe` reported it);
+    /// false when unknown.
+    fn is_number(&self, requested: &TableRef, column: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(requested)
+            .and_then(|(_, cols)| cols.iter().find(|c| c.name == column))
+            .is_some_and(|c| decode::compatible(&c.data_type, FieldType::Int64).is_ok())
     }
 }
 
@@ -155,6 +176,7 @@ impl SnowflakeWarehouse {
             },
             api: Mutex::new(None),
             resolved: Resolved::default(),
+            ntz_time_zone: cfg.ntz_zone()?,
         })
     }
 
@@ -240,9 +262,11 @@ impl SnowflakeWarehouse {
             rows.into_iter()
                 .filter_map(|r| {
                     let mut it = r.into_iter();
+                    let name = it.next()??;
+                    let type_name = it.next()??;
                     Some(Column {
-                        name: it.next()??,
-                        data_type: it.next()??,
+                        name,
+                        data_type: column_type(&type_name),
                     })
                 })
                 .collect(),
@@ -255,7 +279,11 @@ impl SnowflakeWarehouse {
         after: Option<&(Nanos, String)>,
     ) -> Result<(Page, Option<(Nanos, String)>)> {
         let table = self.resolved.get(&q.table);
-        let batches = match self.exec(&window_page_sql(q, &table, after)).await? {
+        let number = self.resolved.is_number(&q.table, &q.entity_column);
+        let batches = match self
+            .exec(&window_page_sql(q, &table, number, after))
+            .await?
+        {
             QueryResult::Arrow(b) => b,
             QueryResult::Empty => Vec::new(),
             QueryResult::Json(j) => {
@@ -273,12 +301,27 @@ impl SnowflakeWarehouse {
 /// `ts >= first AND ts <= last` instant [`Nanos`] can hold: rows outside are
 /// left out of pages (they could not be keyed nor paged past) and counted by
 /// `null_key_rows`.
-fn representable(ts: &str, zoned: bool) -> String {
+fn representable(ts: &str, kind: TimestampKind) -> String {
     format!(
         "{ts} >= {} AND {ts} <= {}",
-        sql::timestamp_literal(Nanos::MIN, zoned),
-        sql::timestamp_literal(Nanos::MAX, zoned)
+        sql::timestamp_literal(Nanos::MIN, kind),
+        sql::timestamp_literal(Nanos::MAX, kind)
     )
+}
+
+/// The entity column as the keyset SQL orders and compares it. Text compares in
+/// the byte order of its UTF-8, like the cursor: `COLLATE(e, '')` removes any
+/// collation of the column (a case- or accent-insensitive one would order
+/// `'B'` and `'b'` together and make `e > 'b'` skip rows the cursor has not
+/// passed), and with no collation on either side Snowflake compares UTF-8
+/// (its `'utf8'` default). fakesnow cannot run `COLLATE(e, 'utf8')` (DuckDB has
+/// no such collation) but runs this form. A NUMBER column stays as it is.
+fn entity_key(entity_ident: &str, number: bool) -> String {
+    if number {
+        entity_ident.to_string()
+    } else {
+        format!("COLLATE({entity_ident}, '')")
+    }
 }
 
 /// The SQL of one keyset page of `table` (the stored name of `q.table`): the
@@ -286,34 +329,36 @@ fn representable(ts: &str, zoned: bool) -> String {
 /// `(timestamp, entity)`), ordered by `(timestamp, entity)`. Rows sharing the
 /// cursor's timestamp continue by entity, so a bulk update stamping more rows
 /// than a page is never skipped at a page edge (and, for a text entity, never
-/// read twice).
+/// read twice). `number` says the entity column is a NUMBER (see [`entity_key`]).
 fn window_page_sql(
     q: &super::WindowQuery,
     table: &TableRef,
+    number: bool,
     after: Option<&(Nanos, String)>,
 ) -> String {
-    let zoned = is_zoned(&q.timestamp_type);
+    let kind = TimestampKind::of(&q.timestamp_type);
     let e = sql::ident(&q.entity_column);
     let ts = sql::ident(&q.timestamp_column);
+    let key = entity_key(&e, number);
     let mut cols = vec![e.clone(), ts.clone()];
     cols.extend(q.field_columns.iter().map(|c| sql::ident(c)));
     let mut text = format!(
         "SELECT {} FROM {} WHERE {e} IS NOT NULL AND {}",
         cols.join(", "),
         sql::table(table),
-        representable(&ts, zoned)
+        representable(&ts, kind)
     );
     if let Some(since) = q.since {
-        text += &format!(" AND {ts} > {}", sql::timestamp_literal(since, zoned));
+        text += &format!(" AND {ts} > {}", sql::timestamp_literal(since, kind));
     }
     if let Some((at, entity)) = after {
-        let lit = sql::timestamp_literal(*at, zoned);
+        let lit = sql::timestamp_literal(*at, kind);
         text += &format!(
-            " AND ({ts} > {lit} OR ({ts} = {lit} AND {e} > {}))",
+            " AND ({ts} > {lit} OR ({ts} = {lit} AND {key} > {}))",
             sql::string_literal(entity)
         );
     }
-    text += &format!(" ORDER BY {ts}, {e} LIMIT {}", q.page_rows);
+    text += &format!(" ORDER BY {ts}, {key} LIMIT {}", q.page_rows);
     text
 }
 
@@ -378,7 +423,7 @@ fn after_page(
 impl Warehouse for SnowflakeWarehouse {
     async fn describe(&self, table: &TableRef) -> Result<Vec<Column>> {
         if let Some(cols) = self.describe_exact(table).await? {
-            self.resolved.remember(table, table);
+            self.resolved.remember(table, table, &cols);
             return Ok(cols);
         }
         // Unquoted identifiers in Snowflake mean their upper-case form.
@@ -389,7 +434,7 @@ impl Warehouse for SnowflakeWarehouse {
         };
         if upper != *table {
             if let Some(cols) = self.describe_exact(&upper).await? {
-                self.resolved.remember(table, &upper);
+                self.resolved.remember(table, &upper, &cols);
                 return Ok(cols);
             }
         }
@@ -450,17 +495,21 @@ impl Warehouse for SnowflakeWarehouse {
     async fn ping(&self) -> Result<()> {
         self.exec("SELECT 1").await.map(|_| ())
     }
+
+    fn ntz_time_zone(&self) -> super::zone::Tz {
+        self.ntz_time_zone
+    }
 }
 
 /// The SQL counting the window's rows of `table` (the stored name of
 /// `q.table`) that pages leave out: NULL entity; NULL timestamp (full reads
 /// only); entity present but a timestamp [`Nanos`] cannot hold.
 fn null_key_rows_sql(q: &super::WindowQuery, table: &TableRef) -> String {
-    let zoned = is_zoned(&q.timestamp_type);
+    let kind = TimestampKind::of(&q.timestamp_type);
     let e = sql::ident(&q.entity_column);
     let ts = sql::ident(&q.timestamp_column);
     let in_window = match q.since {
-        Some(s) => format!("{ts} > {}", sql::timestamp_literal(s, zoned)),
+        Some(s) => format!("{ts} > {}", sql::timestamp_literal(s, kind)),
         None => format!("{ts} IS NOT NULL"),
     };
     // NULL timestamps belong to no window; they are reported on full reads only.
@@ -472,14 +521,77 @@ fn null_key_rows_sql(q: &super::WindowQuery, table: &TableRef) -> String {
     format!(
         "SELECT COUNT_IF({e} IS NULL AND {in_window}) AS NULL_ENTITY, {null_ts} AS NULL_TS, \
          COUNT_IF({e} IS NOT NULL AND {in_window} AND NOT ({})) AS OUT_OF_RANGE FROM {}",
-        representable(&ts, zoned),
+        representable(&ts, kind),
         sql::table(table)
     )
 }
 
-fn is_zoned(snowflake_type: &str) -> bool {
-    let t = snowflake_type.to_ascii_uppercase();
-    t.starts_with("TIMESTAMP_TZ") || t.starts_with("TIMESTAMP_LTZ")
+/// A Snowflake type name as `DESCRIBE TABLE` / INFORMATION_SCHEMA print it
+/// (`NUMBER(38,0)`, `VARCHAR(16777216)`, `TIMESTAMP_NTZ(9)`, `ARRAY(NUMBER(38,0))`,
+/// `TIMESTAMP WITH TIME ZONE`, a trailing `NOT NULL`, and the DuckDB names
+/// fakesnow prints for some types), parsed once, when the table is described.
+/// A bare `NUMBER` (INFORMATION_SCHEMA prints the scale in another column) is
+/// scale 0; a name not listed here (GEOGRAPHY, VECTOR, a collated VARCHAR) is
+/// [`TypeKind::Other`]. The name is kept as given, for messages.
+pub fn column_type(type_name: &str) -> ColumnType {
+    use sql::TimestampKind::{Ltz, Ntz, Tz};
+    let t = type_name.trim();
+    let t = match t.len().checked_sub(8) {
+        Some(cut) if t.is_char_boundary(cut) && t[cut..].eq_ignore_ascii_case("NOT NULL") => {
+            t[..cut].trim_end()
+        }
+        _ => t,
+    };
+    let (base, params) = match t.find('(') {
+        Some(open) if t.ends_with(')') => (&t[..open], Some(t[open + 1..t.len() - 1].trim())),
+        _ => (t, None),
+    };
+    let base = base
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_uppercase();
+    let kind = match base.as_str() {
+        "NUMBER" | "DECIMAL" | "NUMERIC" => {
+            let scale = params
+                .and_then(|p| p.split(',').nth(1))
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            TypeKind::Number { scale }
+        }
+        "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "TINYINT" | "BYTEINT" | "HUGEINT"
+        | "UHUGEINT" | "UBIGINT" | "UINTEGER" | "USMALLINT" | "UTINYINT" | "INT2" | "INT4"
+        | "INT8" => TypeKind::Number { scale: 0 },
+        "FLOAT" | "FLOAT4" | "FLOAT8" | "DOUBLE" | "DOUBLE PRECISION" | "REAL" => TypeKind::Float,
+        "VARCHAR" | "CHAR" | "CHARACTER" | "CHAR VARYING" | "CHARACTER VARYING" | "NCHAR"
+        | "NCHAR VARYING" | "NVARCHAR" | "NVARCHAR2" | "STRING" | "TEXT" => TypeKind::Text,
+        "BOOLEAN" | "BOOL" => TypeKind::Boolean,
+        "BINARY" | "VARBINARY" | "BLOB" => TypeKind::Binary,
+        // DuckDB's (fakesnow's) naive TIMESTAMP / TIMESTAMP_NS/MS/S are wall times.
+        "TIMESTAMP"
+        | "DATETIME"
+        | "TIMESTAMP_NTZ"
+        | "TIMESTAMPNTZ"
+        | "TIMESTAMP WITHOUT TIME ZONE"
+        | "TIMESTAMP_NS"
+        | "TIMESTAMP_MS"
+        | "TIMESTAMP_S" => TypeKind::Timestamp(Ntz),
+        "TIMESTAMP_LTZ" | "TIMESTAMPLTZ" | "TIMESTAMP WITH LOCAL TIME ZONE" => {
+            TypeKind::Timestamp(Ltz)
+        }
+        "TIMESTAMP_TZ" | "TIMESTAMPTZ" | "TIMESTAMP WITH TIME ZONE" => TypeKind::Timestamp(Tz),
+        "DATE" => TypeKind::Date,
+        "TIME" => TypeKind::Time,
+        "ARRAY" => TypeKind::Array(
+            params
+                .filter(|p| !p.is_empty())
+                .map(|p| Box::new(column_type(p))),
+        ),
+        "VARIANT" | "JSON" => TypeKind::Variant,
+        "OBJECT" | "MAP" => TypeKind::Object,
+        _ => TypeKind::Other,
+    };
+    ColumnType::new(kind, type_name)
 }
 
 /// How Snowflake stores an unquoted identifier: upper-cased. Names that are not
@@ -693,7 +805,7 @@ mod tests {
             },
             entity_column: "DOMAIN_USERID".into(),
             timestamp_column: "UPDATED_AT".into(),
-            timestamp_type: timestamp_type.into(),
+            timestamp_type: column_type(timestamp_type),
             field_columns: vec!["A".into()],
             since,
             page_rows,
@@ -726,9 +838,9 @@ mod tests {
 
     const T: Nanos = 1_700_000_000_000_000_000;
 
-    /// `window_page_sql` of the query's own table name.
+    /// `window_page_sql` of the query's own table name, for a text entity.
     fn page_sql(q: &super::super::WindowQuery, after: Option<&(Nanos, String)>) -> String {
-        window_page_sql(q, &q.table, after)
+        window_page_sql(q, &q.table, false, after)
     }
 
     #[test]
@@ -737,10 +849,109 @@ mod tests {
             page_sql(&window(3, Some(T), "TIMESTAMP_NTZ(9)"), None),
             "SELECT \"DOMAIN_USERID\", \"UPDATED_AT\", \"A\" FROM \"DB\".\"S\".\"T\" \
              WHERE \"DOMAIN_USERID\" IS NOT NULL \
-             AND \"UPDATED_AT\" >= '1677-09-21 00:12:43.145224192'::TIMESTAMP_NTZ \
-             AND \"UPDATED_AT\" <= '2262-04-11 23:47:16.854775807'::TIMESTAMP_NTZ \
-             AND \"UPDATED_AT\" > '2023-11-14 22:13:20.000000000'::TIMESTAMP_NTZ \
-             ORDER BY \"UPDATED_AT\", \"DOMAIN_USERID\" LIMIT 3"
+             AND \"UPDATED_AT\" >= TO_TIMESTAMP_NTZ(-9223372036854775808, 9) \
+             AND \"UPDATED_AT\" <= TO_TIMESTAMP_NTZ(9223372036854775807, 9) \
+             AND \"UPDATED_AT\" > TO_TIMESTAMP_NTZ(1700000000000000000, 9) \
+             ORDER BY \"UPDATED_AT\", COLLATE(\"DOMAIN_USERID\", '') LIMIT 3"
+        );
+    }
+
+    #[test]
+    fn keyset_compares_entities_in_byte_order_whatever_the_collation() {
+        // The cursor is the greatest entity in Rust (UTF-8 byte) order; under a
+        // case-insensitive column collation `"E" > 'b'` would leave out 'B'-rows
+        // sorted after 'b', so both the ORDER BY and the predicate drop the
+        // column's collation and compare UTF-8 like the cursor.
+        let sql = page_sql(
+            &window(3, None, "TIMESTAMP_NTZ(9)"),
+            Some(&(T, "b".to_string())),
+        );
+        assert!(
+            sql.ends_with(
+                " AND (\"UPDATED_AT\" > TO_TIMESTAMP_NTZ(1700000000000000000, 9) \
+                 OR (\"UPDATED_AT\" = TO_TIMESTAMP_NTZ(1700000000000000000, 9) \
+                 AND COLLATE(\"DOMAIN_USERID\", '') > 'b')) \
+                 ORDER BY \"UPDATED_AT\", COLLATE(\"DOMAIN_USERID\", '') LIMIT 3"
+            ),
+            "{sql}"
+        );
+        // Every comparison or ordering of the entity goes through the collation-free key.
+        assert_eq!(sql.matches("\"DOMAIN_USERID\"").count(), 4, "{sql}");
+        assert_eq!(
+            sql.matches("COLLATE(\"DOMAIN_USERID\", '')").count(),
+            2,
+            "{sql}"
+        );
+        // A NUMBER entity keeps numeric order (COLLATE takes text).
+        let q = window(3, None, "TIMESTAMP_NTZ(9)");
+        let sql = window_page_sql(&q, &q.table, true, Some(&(T, "10".to_string())));
+        assert!(!sql.contains("COLLATE"), "{sql}");
+        assert!(
+            sql.ends_with(
+                " AND \"DOMAIN_USERID\" > '10')) ORDER BY \"UPDATED_AT\", \"DOMAIN_USERID\" LIMIT 3"
+            ),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn entity_type_comes_from_describe() {
+        let q = window(3, None, "TIMESTAMP_NTZ(9)");
+        let resolved = Resolved::default();
+        // Never described: taken as text.
+        assert!(!resolved.is_number(&q.table, "DOMAIN_USERID"));
+        for (ty, number) in [
+            ("VARCHAR(16777216)", false),
+            ("VARCHAR(16777216) COLLATE 'en-ci'", false),
+            ("NUMBER(38,0)", true),
+        ] {
+            let cols = [Column {
+                name: "DOMAIN_USERID".into(),
+                data_type: column_type(ty),
+            }];
+            resolved.remember(&q.table, &q.table, &cols);
+            assert_eq!(
+                resolved.is_number(&q.table, "DOMAIN_USERID"),
+                number,
+                "{ty}"
+            );
+        }
+    }
+
+    #[test]
+    fn type_names_parse_once_into_kinds_and_keep_their_name() {
+        use sql::TimestampKind::{Ltz, Ntz, Tz};
+        for (name, kind) in [
+            ("NUMBER(38,0)", TypeKind::Number { scale: 0 }),
+            ("NUMBER(10,2)", TypeKind::Number { scale: 2 }),
+            ("number", TypeKind::Number { scale: 0 }),
+            ("BIGINT", TypeKind::Number { scale: 0 }),
+            ("FLOAT", TypeKind::Float),
+            ("VARCHAR(16777216)", TypeKind::Text),
+            ("varchar not null", TypeKind::Text),
+            ("BINARY(8388608)", TypeKind::Binary),
+            ("TIMESTAMP_NTZ(9)", TypeKind::Timestamp(Ntz)),
+            ("TIMESTAMP_NTZ(3) NOT NULL", TypeKind::Timestamp(Ntz)),
+            ("TIMESTAMP_NS", TypeKind::Timestamp(Ntz)),
+            ("timestamp_ltz", TypeKind::Timestamp(Ltz)),
+            ("TIMESTAMP WITH LOCAL TIME ZONE", TypeKind::Timestamp(Ltz)),
+            ("TIMESTAMP_TZ(9)", TypeKind::Timestamp(Tz)),
+            ("TIMESTAMP  WITH TIME ZONE", TypeKind::Timestamp(Tz)),
+            ("DATE", TypeKind::Date),
+            ("TIME(9)", TypeKind::Time),
+            ("ARRAY", TypeKind::Array(None)),
+            ("JSON", TypeKind::Variant),
+            ("OBJECT", TypeKind::Object),
+            ("GEOGRAPHY", TypeKind::Other),
+            ("VARCHAR(16777216) COLLATE 'en-ci'", TypeKind::Other),
+        ] {
+            let t = column_type(name);
+            assert_eq!((t.to_string(), t.kind), (name.to_string(), kind), "{name}");
+        }
+        let nested = column_type("ARRAY(NUMBER(38,0))");
+        assert_eq!(
+            nested.kind,
+            TypeKind::Array(Some(Box::new(column_type("NUMBER(38,0)"))))
         );
     }
 
@@ -749,21 +960,13 @@ mod tests {
         // A table whose first rows (in key order) are stamped 0001-01-01 must
         // not fill a page with rows that cannot be paged past.
         let sql = page_sql(&window(3, None, "TIMESTAMP_NTZ(9)"), None);
+        // The bounds are exactly the first and last representable instants.
         assert!(
             sql.contains(
-                " AND \"UPDATED_AT\" >= '1677-09-21 00:12:43.145224192'::TIMESTAMP_NTZ \
-                 AND \"UPDATED_AT\" <= '2262-04-11 23:47:16.854775807'::TIMESTAMP_NTZ"
+                " AND \"UPDATED_AT\" >= TO_TIMESTAMP_NTZ(-9223372036854775808, 9) \
+                 AND \"UPDATED_AT\" <= TO_TIMESTAMP_NTZ(9223372036854775807, 9)"
             ),
             "{sql}"
-        );
-        // The bounds are exactly the first and last representable instants.
-        assert_eq!(
-            sql::timestamp_literal(Nanos::MIN, false),
-            "'1677-09-21 00:12:43.145224192'::TIMESTAMP_NTZ"
-        );
-        assert_eq!(
-            sql::timestamp_literal(Nanos::MAX, true),
-            "'2262-04-11 23:47:16.854775807 +00:00'::TIMESTAMP_TZ"
         );
     }
 
@@ -778,7 +981,7 @@ mod tests {
         let resolved = Resolved::default();
         // Never described: the name as given.
         assert_eq!(resolved.get(&lower), lower);
-        resolved.remember(&lower, &q.table);
+        resolved.remember(&lower, &q.table, &[]);
         assert_eq!(resolved.get(&lower), q.table);
         let q = super::super::WindowQuery {
             table: lower.clone(),
@@ -786,13 +989,13 @@ mod tests {
         };
         let stored = resolved.get(&q.table);
         assert!(
-            window_page_sql(&q, &stored, None).contains(" FROM \"DB\".\"S\".\"T\" WHERE "),
+            window_page_sql(&q, &stored, false, None).contains(" FROM \"DB\".\"S\".\"T\" WHERE "),
             "{}",
-            window_page_sql(&q, &stored, None)
+            window_page_sql(&q, &stored, false, None)
         );
         assert!(null_key_rows_sql(&q, &stored).ends_with(" FROM \"DB\".\"S\".\"T\""));
         // An exact match maps the name to itself.
-        resolved.remember(&lower, &lower);
+        resolved.remember(&lower, &lower, &[]);
         assert_eq!(resolved.get(&lower), lower);
     }
 
@@ -804,8 +1007,8 @@ mod tests {
             "SELECT COUNT_IF(\"DOMAIN_USERID\" IS NULL AND \"UPDATED_AT\" IS NOT NULL) AS NULL_ENTITY, \
              COUNT_IF(\"UPDATED_AT\" IS NULL) AS NULL_TS, \
              COUNT_IF(\"DOMAIN_USERID\" IS NOT NULL AND \"UPDATED_AT\" IS NOT NULL \
-             AND NOT (\"UPDATED_AT\" >= '1677-09-21 00:12:43.145224192'::TIMESTAMP_NTZ \
-             AND \"UPDATED_AT\" <= '2262-04-11 23:47:16.854775807'::TIMESTAMP_NTZ)) AS OUT_OF_RANGE \
+             AND NOT (\"UPDATED_AT\" >= TO_TIMESTAMP_NTZ(-9223372036854775808, 9) \
+             AND \"UPDATED_AT\" <= TO_TIMESTAMP_NTZ(9223372036854775807, 9))) AS OUT_OF_RANGE \
              FROM \"DB\".\"S\".\"T\""
         );
         let q = window(3, Some(0), "TIMESTAMP_TZ(9)");
@@ -814,9 +1017,9 @@ mod tests {
         assert!(
             sql.contains(
                 "COUNT_IF(\"DOMAIN_USERID\" IS NOT NULL \
-                 AND \"UPDATED_AT\" > '1970-01-01 00:00:00.000000000 +00:00'::TIMESTAMP_TZ \
-                 AND NOT (\"UPDATED_AT\" >= '1677-09-21 00:12:43.145224192 +00:00'::TIMESTAMP_TZ \
-                 AND \"UPDATED_AT\" <= '2262-04-11 23:47:16.854775807 +00:00'::TIMESTAMP_TZ)) AS OUT_OF_RANGE"
+                 AND \"UPDATED_AT\" > TO_TIMESTAMP_TZ(0, 9) \
+                 AND NOT (\"UPDATED_AT\" >= TO_TIMESTAMP_TZ(-9223372036854775808, 9) \
+                 AND \"UPDATED_AT\" <= TO_TIMESTAMP_TZ(9223372036854775807, 9))) AS OUT_OF_RANGE"
             ),
             "{sql}"
         );
@@ -874,27 +1077,28 @@ mod tests {
         );
         assert!(
             sql.ends_with(
-                " AND (\"UPDATED_AT\" > '2023-11-14 22:13:20.000000001'::TIMESTAMP_NTZ \
-                 OR (\"UPDATED_AT\" = '2023-11-14 22:13:20.000000001'::TIMESTAMP_NTZ \
-                 AND \"DOMAIN_USERID\" > 'o''b\\\\')) \
-                 ORDER BY \"UPDATED_AT\", \"DOMAIN_USERID\" LIMIT 3"
+                " AND (\"UPDATED_AT\" > TO_TIMESTAMP_NTZ(1700000000000000001, 9) \
+                 OR (\"UPDATED_AT\" = TO_TIMESTAMP_NTZ(1700000000000000001, 9) \
+                 AND COLLATE(\"DOMAIN_USERID\", '') > 'o''b\\\\')) \
+                 ORDER BY \"UPDATED_AT\", COLLATE(\"DOMAIN_USERID\", '') LIMIT 3"
             ),
             "{sql}"
         );
     }
 
     #[test]
-    fn zoned_timestamp_columns_compare_instants() {
-        for ty in ["TIMESTAMP_TZ(9)", "TIMESTAMP_LTZ(3)"] {
+    fn zoned_timestamp_columns_compare_instants_of_their_own_type() {
+        for (ty, function) in [
+            ("TIMESTAMP_TZ(9)", "TO_TIMESTAMP_TZ("),
+            ("TIMESTAMP_LTZ(3)", "TO_TIMESTAMP_LTZ("),
+        ] {
             let sql = page_sql(&window(3, Some(0), ty), Some(&(0, "e".into())));
-            assert_eq!(
-                sql.matches("'1970-01-01 00:00:00.000000000 +00:00'::TIMESTAMP_TZ")
-                    .count(),
-                3,
+            assert_eq!(sql.matches(&format!("{function}0, 9)")).count(), 3, "{sql}");
+            assert_eq!(sql.matches(function).count(), 5, "{sql}");
+            assert!(
+                !sql.contains("TIMESTAMP_NTZ") && !sql.contains("::"),
                 "{sql}"
             );
-            assert_eq!(sql.matches(" +00:00'::TIMESTAMP_TZ").count(), 5, "{sql}");
-            assert!(!sql.contains("TIMESTAMP_NTZ"), "{sql}");
         }
     }
 

@@ -246,11 +246,25 @@ level = "info,materializer=debug"
         }
     }
 
+    /// The Redis key of a view's (version 1) state `kind` (`wm`, `lease`, `run`, ...).
+    pub fn state_key(view: &str, kind: &str) -> String {
+        let id = materializer::model::ViewId {
+            name: view.into(),
+            version: 1,
+        };
+        materializer::profiles::state::Keys::new("materializer:", "signals").view(&id, kind)
+    }
+
+    /// The registry hash of the rigs' project.
+    pub fn registry_key() -> String {
+        materializer::profiles::state::Keys::new("materializer:", "signals").views()
+    }
+
     /// The committed watermark of a view (version 1), in nanoseconds.
     pub async fn watermark(&self, view: &str) -> Option<i64> {
         let mut c = self.redis_conn().await;
         let v: Option<String> = redis::cmd("GET")
-            .arg(format!("materializer:wm:{view}:1"))
+            .arg(Rig::state_key(view, "wm"))
             .query_async(&mut c)
             .await
             .unwrap();
@@ -260,7 +274,7 @@ level = "info,materializer=debug"
     pub async fn lease_holder(&self, view: &str) -> Option<String> {
         let mut c = self.redis_conn().await;
         redis::cmd("GET")
-            .arg(format!("materializer:lease:{view}:1"))
+            .arg(Rig::state_key(view, "lease"))
             .query_async(&mut c)
             .await
             .unwrap()

@@ -1,0 +1,662 @@
+//! The daemon's own state in Redis: the only place that spells its keys.
+//!
+//! Layout (created and moved by the ordered migrations in `migrations/`, whose
+//! latest file lists every key): a global `{prefix}meta`, and per Feast project
+//! `{prefix}{project}:views` (the registry), `:registry_rev`, `:entities`, and per
+//! view `{prefix}{project}:{name:version}:wm | full | run | lease | gen | rev |
+//! retired`. The braces are a Redis Cluster hash tag: one view's state shares a
+//! slot, so the scripts below that touch several of its keys stay atomic.
+//!
+//! Promises:
+//! - every registry change (create, update, reshape, delete) is one script:
+//!   compare-and-set against the entry the caller read, so concurrent appliers
+//!   never half-apply and exactly one creator of a view wins; each change bumps
+//!   `registry_rev`, so a registry that went back in time (failover to a
+//!   lagging replica, an older snapshot) is recognisable;
+//! - a reshape or delete bumps the view's shape generation (`gen`) and forgets
+//!   its watermark and last full read, and keeps the old shape in `retired` until
+//!   a run of the new shape has removed its values; every reshape, delete and
+//!   reset bumps the view's revision (`rev`);
+//! - [`ProfileStore::commit_run`] moves a watermark only if the caller still
+//!   holds the lease *and* the view's revision is the one its run started
+//!   from, in one script: a run never commits a shape or a window that is no
+//!   longer the registered one.
+//!
+//! Assumes the prefix and project contain no `{`: the hash tag must be the view id.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use redis::AsyncCommands;
+
+use super::{feast, ProfileStore, RunRecord};
+use crate::model::{View, ViewId};
+use crate::time::Nanos;
+
+/// Ordered migrations of the state layout; each is idempotent and gets the
+/// prefix and the project as ARGV[1] and ARGV[2].
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "initial_layout",
+        include_str!("../../migrations/0001_initial_layout.lua"),
+    ),
+    (
+        2,
+        "per_project_state",
+        include_str!("../../migrations/0002_per_project_state.lua"),
+    ),
+];
+
+/// Builds every key the daemon owns.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    /// `{prefix}{project}:`
+    ns: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, project: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+            ns: format!("{prefix}{project}:"),
+        }
+    }
+    pub fn meta(&self) -> String {
+        format!("{}meta", self.prefix)
+    }
+    pub fn views(&self) -> String {
+        format!("{}views", self.ns)
+    }
+    pub fn registry_rev(&self) -> String {
+        format!("{}registry_rev", self.ns)
+    }
+    pub fn entities(&self) -> String {
+        format!("{}entities", self.ns)
+    }
+    /// A per-view key: `kind` is one of wm, full, run, lease, gen, rev, retired.
+    pub fn view(&self, id: &ViewId, kind: &str) -> String {
+        format!("{}{{{}:{}}}:{kind}", self.ns, id.name, id.version)
+    }
+}
+
+/// What a run reads of its view's state before it starts, in one snapshot.
+#[derive(Debug, Clone)]
+pub struct RunState {
+    /// The view as registered now (a scheduler's copy may be older).
+    pub view: View,
+    pub generation: u64,
+    pub revision: u64,
+    pub watermark: Option<Nanos>,
+    pub last_full_read: Option<Nanos>,
+}
+
+/// What [`ProfileStore::commit_run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    Done,
+    /// Another holder has the view's lease.
+    LeaseLost,
+    /// The view was reshaped, deleted or reset since the run started.
+    Superseded,
+}
+
+/// How a registry entry changes in [`ProfileStore::registry_put`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// No entry before.
+    Create,
+    /// Same sync shape: only the entry changes.
+    Update,
+    /// Source, entity, fields or ttl changed: a new shape generation.
+    Reshape,
+}
+
+/// Identifies what the registry holds: the state's incarnation and the
+/// registry's revision (a flush resets the revision, and changes the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryVersion {
+    pub epoch: Option<String>,
+    pub revision: u64,
+}
+
+/// The registry at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySnapshot {
+    pub revision: u64,
+    /// `name:version` -> view JSON.
+    pub entries: BTreeMap<String, String>,
+}
+
+const REGISTRY_PUT: &str = r"
+-- KEYS: views, registry_rev, gen, rev, wm, full, retired
+-- ARGV: id, expected entry ('' for none), new entry, change
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (cur or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('INCR', KEYS[2])
+if ARGV[4] == 'reshape' then
+  redis.call('INCR', KEYS[3])
+  redis.call('DEL', KEYS[5], KEYS[6])
+  redis.call('RPUSH', KEYS[7], cur)
+end
+if ARGV[4] ~= 'update' then redis.call('INCR', KEYS[4]) end
+return 1";
+
+const REGISTRY_DELETE: &str = r"
+-- KEYS: views, registry_rev, gen, rev, wm, full, retired, run
+-- ARGV: id, expected entry
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (not cur) or cur ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('INCR', KEYS[2])
+redis.call('INCR', KEYS[3])
+redis.call('INCR', KEYS[4])
+redis.call('DEL', KEYS[5], KEYS[6], KEYS[8])
+redis.call('RPUSH', KEYS[7], cur)
+return 1";
+
+const COMMIT_RUN: &str = r"
+-- KEYS: lease, rev, wm, full, retired
+-- ARGV: lease token, expected revision, new watermark or '', full-read start or '', '1' to drop retired shapes
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 2 end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4]) end
+if ARGV[5] == '1' then redis.call('DEL', KEYS[5]) end
+return 1";
+
+const RESET: &str = r"
+-- KEYS: wm, full, rev; ARGV: new watermark or '' to forget it
+if ARGV[1] == '' then redis.call('DEL', KEYS[1], KEYS[2]) else redis.call('SET', KEYS[1], ARGV[1]) end
+redis.call('INCR', KEYS[3])
+return 1";
+
+/// Removes, from each key, the values an older shape generation of a view
+/// left: KEYS are entity hashes; ARGV: `_gen` field, current generation, the
+/// count of fields to remove from an older generation's hash, those fields,
+/// then fields to remove even from a current one (fields the view no longer has).
+const REMOVE_OLDER_GENERATIONS: &str = r"
+local genf, gen, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local removed = 0
+for _, key in ipairs(KEYS) do
+  local cg = tonumber(redis.call('HGET', key, genf)) or 0
+  if cg < gen then
+    if redis.call('HDEL', key, unpack(ARGV, 4, 3 + n)) > 0 then removed = removed + 1 end
+  elseif #ARGV > 3 + n then
+    redis.call('HDEL', key, unpack(ARGV, 4 + n, #ARGV))
+  end
+end
+return removed";
+
+fn parse_nanos(what: &str, v: Option<String>) -> Result<Option<Nanos>> {
+    v.map(|s| {
+        s.parse()
+            .with_context(|| format!("{what} is not a number: `{s}`"))
+    })
+    .transpose()
+}
+
+/// Escapes the glob metacharacters of Redis `MATCH` in a binary key part.
+fn glob_escape(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+impl ProfileStore {
+    /// Applies pending state migrations (idempotent; run at every connect).
+    pub async fn migrate(&self) -> Result<()> {
+        let mut c = self.conn.clone();
+        let meta = self.keys.meta();
+        let current: Option<u32> = c.hget(&meta, "schema_version").await?;
+        for (version, name, lua) in MIGRATIONS {
+            if current.unwrap_or(0) >= *version {
+                continue;
+            }
+            redis::Script::new(lua)
+                .arg(&self.keys.prefix)
+                .arg(&self.project)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .with_context(|| format!("state migration {version:04}_{name}"))?;
+            let _: () = c.hset(&meta, "schema_version", *version).await?;
+            tracing::info!(version, name, "applied state migration");
+        }
+        // Names this incarnation of the state. Any process re-creates `meta`
+        // after a flush, so its presence alone cannot tell a daemon that the
+        // registry was lost; a changed epoch can. Written only when missing, so
+        // a read-only or full Redis can still be read.
+        let epoch: Option<String> = c.hget(&meta, "epoch").await?;
+        if epoch.is_none() {
+            let _: bool = c
+                .hset_nx(&meta, "epoch", format!("{:016x}", rand::random::<u64>()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The id of the state's current incarnation (see [`ProfileStore::migrate`]);
+    /// `None` when Redis holds none of the daemon's state.
+    pub async fn state_epoch(&self) -> Result<Option<String>> {
+        let mut c = self.conn.clone();
+        Ok(c.hget(self.keys.meta(), "epoch").await?)
+    }
+
+    // ---- registry ----
+
+    /// Every registry entry and the registry's revision, read atomically.
+    pub async fn registry_snapshot(&self) -> Result<RegistrySnapshot> {
+        let mut c = self.conn.clone();
+        let (rev, entries): (Option<u64>, BTreeMap<String, String>) = redis::pipe()
+            .atomic()
+            .get(self.keys.registry_rev())
+            .hgetall(self.keys.views())
+            .query_async(&mut c)
+            .await?;
+        Ok(RegistrySnapshot {
+            revision: rev.unwrap_or(0),
+            entries,
+        })
+    }
+
+    /// The registry's version, in one round trip.
+    pub async fn registry_version(&self) -> Result<RegistryVersion> {
+        let mut c = self.conn.clone();
+        let (epoch, rev): (Option<String>, Option<u64>) = redis::pipe()
+            .hget(self.keys.meta(), "epoch")
+            .get(self.keys.registry_rev())
+            .query_async(&mut c)
+            .await?;
+        Ok(RegistryVersion {
+            epoch,
+            revision: rev.unwrap_or(0),
+        })
+    }
+
+    /// One registry entry (view JSON).
+    pub async fn registry_entry(&self, id: &ViewId) -> Result<Option<String>> {
+        let mut c = self.conn.clone();
+        Ok(c.hget(self.keys.views(), id.to_string()).await?)
+    }
+
+    /// Sets a registry entry if it still is `expected` (`None`: absent);
+    /// false when somebody changed it first (read again and decide again).
+    pub async fn registry_put(
+        &self,
+        id: &ViewId,
+        expected: Option<&str>,
+        entry: &str,
+        change: Change,
+    ) -> Result<bool> {
+        let mut c = self.conn.clone();
+        let done: i64 = redis::Script::new(REGISTRY_PUT)
+            .key(self.keys.views())
+            .key(self.keys.registry_rev())
+            .key(self.keys.view(id, "gen"))
+            .key(self.keys.view(id, "rev"))
+            .key(self.keys.view(id, "wm"))
+            .key(self.keys.view(id, "full"))
+            .key(self.keys.view(id, "retired"))
+            .arg(id.to_string())
+            .arg(expected.unwrap_or(""))
+            .arg(entry)
+            .arg(match change {
+                Change::Create => "create",
+                Change::Update => "update",
+                Change::Reshape => "reshape",
+            })
+            .invoke_async(&mut c)
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Removes a registry entry if it still is `expected`, forgetting the
+    /// view's watermark, last full read and last run; false when it changed.
+    pub async fn registry_delete(&self, id: &ViewId, expected: &str) -> Result<bool> {
+        let mut c = self.conn.clone();
+        let done: i64 = redis::Script::new(REGISTRY_DELETE)
+            .key(self.keys.views())
+            .key(self.keys.registry_rev())
+            .key(self.keys.view(id, "gen"))
+            .key(self.keys.view(id, "rev"))
+            .key(self.keys.view(id, "wm"))
+            .key(self.keys.view(id, "full"))
+            .key(self.keys.view(id, "retired"))
+            .key(self.keys.view(id, "run"))
+            .arg(id.to_string())
+            .arg(expected)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Entities applied over HTTP: name -> JSON.
+    pub async fn entities(&self) -> Result<BTreeMap<String, String>> {
+        let mut c = self.conn.clone();
+        Ok(c.hgetall(self.keys.entities()).await?)
+    }
+
+    pub async fn put_entity(&self, name: &str, json: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = c.hset(self.keys.entities(), name, json).await?;
+        Ok(())
+    }
+
+    // ---- per-view state ----
+
+    /// The registered view and its state, in one atomic read; `None` when the
+    /// view is not registered.
+    pub async fn run_state(&self, id: &ViewId) -> Result<Option<RunState>> {
+        let mut c = self.conn.clone();
+        type Raw = (
+            Option<String>,
+            Option<u64>,
+            Option<u64>,
+            Option<String>,
+            Option<String>,
+        );
+        let (entry, generation, revision, wm, full): Raw = redis::pipe()
+            .atomic()
+            .hget(self.keys.views(), id.to_string())
+            .get(self.keys.view(id, "gen"))
+            .get(self.keys.view(id, "rev"))
+            .get(self.keys.view(id, "wm"))
+            .get(self.keys.view(id, "full"))
+            .query_async(&mut c)
+            .await?;
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let view: View = serde_json::from_str(&entry)
+            .with_context(|| format!("registry entry `{id}` is not a view"))?;
+        view.validate()
+            .map_err(|e| anyhow::anyhow!("registry entry `{id}`: {e}"))?;
+        Ok(Some(RunState {
+            view,
+            generation: generation.unwrap_or(0),
+            revision: revision.unwrap_or(0),
+            watermark: parse_nanos(&format!("watermark of {id}"), wm)?,
+            last_full_read: parse_nanos(&format!("last full read of {id}"), full)?,
+        }))
+    }
+
+    pub async fn watermark(&self, id: &ViewId) -> Result<Option<Nanos>> {
+        let mut c = self.conn.clone();
+        let v: Option<String> = c.get(self.keys.view(id, "wm")).await?;
+        parse_nanos(&format!("watermark of {id}"), v)
+    }
+
+    /// Shapes of the view whose values a run of the current shape must still remove.
+    pub async fn retired_shapes(&self, id: &ViewId) -> Result<Vec<View>> {
+        let mut c = self.conn.clone();
+        let raw: Vec<String> = c.lrange(self.keys.view(id, "retired"), 0, -1).await?;
+        Ok(raw
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+
+    /// Ends a run: if `lease_token` still holds the view's lease and the view's
+    /// revision is still `revision`, moves the watermark to `watermark` (when
+    /// given), records a full read that started at `full_read_at` (when given)
+    /// and, with `retired_removed`, forgets the retired shapes. Changes nothing
+    /// unless it returns [`Commit::Done`].
+    pub async fn commit_run(
+        &self,
+        id: &ViewId,
+        lease_token: &str,
+        revision: u64,
+        watermark: Option<Nanos>,
+        full_read_at: Option<Nanos>,
+        retired_removed: bool,
+    ) -> Result<Commit> {
+        let mut c = self.conn.clone();
+        let ok: i64 = redis::Script::new(COMMIT_RUN)
+            .key(self.keys.view(id, "lease"))
+            .key(self.keys.view(id, "rev"))
+            .key(self.keys.view(id, "wm"))
+            .key(self.keys.view(id, "full"))
+            .key(self.keys.view(id, "retired"))
+            .arg(lease_token)
+            .arg(revision)
+            .arg(watermark.map(|w| w.to_string()).unwrap_or_default())
+            .arg(full_read_at.map(|w| w.to_string()).unwrap_or_default())
+            .arg(if retired_removed { "1" } else { "0" })
+            .invoke_async(&mut c)
+            .await?;
+        Ok(match ok {
+            1 => Commit::Done,
+            0 => Commit::LeaseLost,
+            _ => Commit::Superseded,
+        })
+    }
+
+    /// When the view last completed a read of its whole table (first run or
+    /// `full_resync_every`); forgotten with the watermark.
+    pub async fn last_full_read(&self, id: &ViewId) -> Result<Option<Nanos>> {
+        let mut c = self.conn.clone();
+        let v: Option<String> = c.get(self.keys.view(id, "full")).await?;
+        Ok(v.and_then(|s| s.parse().ok()))
+    }
+
+    pub async fn set_last_full_read(&self, id: &ViewId, at: Nanos) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = c.set(self.keys.view(id, "full"), at.to_string()).await?;
+        Ok(())
+    }
+
+    /// Rewinds (or forgets, with `None`) a watermark, for backfills; a run in
+    /// flight will not commit over it.
+    pub async fn reset_watermark(&self, id: &ViewId, to: Option<Nanos>) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: i64 = redis::Script::new(RESET)
+            .key(self.keys.view(id, "wm"))
+            .key(self.keys.view(id, "full"))
+            .key(self.keys.view(id, "rev"))
+            .arg(to.map(|w| w.to_string()).unwrap_or_default())
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    // ---- leases ----
+
+    /// Takes the view's lease if nobody holds it.
+    pub async fn acquire_lease(&self, id: &ViewId, token: &str, ttl: Duration) -> Result<bool> {
+        let mut c = self.conn.clone();
+        let r: Option<String> = redis::cmd("SET")
+            .arg(self.keys.view(id, "lease"))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut c)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    /// Extends the lease if still held; false when it was lost.
+    pub async fn renew_lease(&self, id: &ViewId, token: &str, ttl: Duration) -> Result<bool> {
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+             return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+        );
+        let mut c = self.conn.clone();
+        let ok: i64 = script
+            .key(self.keys.view(id, "lease"))
+            .arg(token)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(ok == 1)
+    }
+
+    pub async fn release_lease(&self, id: &ViewId, token: &str) -> Result<()> {
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+             return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        let mut c = self.conn.clone();
+        let _: i64 = script
+            .key(self.keys.view(id, "lease"))
+            .arg(token)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn lease_holder(&self, id: &ViewId) -> Result<Option<String>> {
+        let mut c = self.conn.clone();
+        Ok(c.get(self.keys.view(id, "lease")).await?)
+    }
+
+    // ---- run records ----
+
+    pub async fn last_run(&self, id: &ViewId) -> Result<Option<RunRecord>> {
+        let mut c = self.conn.clone();
+        let v: Option<String> = c.get(self.keys.view(id, "run")).await?;
+        Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    pub async fn save_run(&self, id: &ViewId, run: &RunRecord) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .set(self.keys.view(id, "run"), serde_json::to_string(run)?)
+            .await?;
+        Ok(())
+    }
+
+    // ---- passes over profile keys ----
+
+    /// `MATCH` pattern of every profile key of entity `join_key` in this project.
+    fn entity_key_pattern(&self, join_key: &str) -> Vec<u8> {
+        // Every key of this entity starts with the serialized join key and ends
+        // with the project; the value in between varies.
+        let empty = feast::entity_key(join_key, b"", "");
+        let mut pattern = glob_escape(&empty[..empty.len() - 4]);
+        pattern.push(b'*');
+        pattern.extend(glob_escape(self.project.as_bytes()));
+        pattern
+    }
+
+    /// One step of a SCAN over the keys matching `pattern`: the next cursor
+    /// (0 when done) and a batch of keys.
+    async fn scan_step(&self, pattern: &[u8], cursor: u64) -> Result<(u64, Vec<Vec<u8>>)> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Removes the view's values and `_ts:`/`_gen:` fields from every entity
+    /// hash (other views' fields stay); returns how many hashes held some.
+    pub async fn purge_view(&self, view: &View) -> Result<u64> {
+        let fields = super::view_hash_fields(view);
+        let pattern = self.entity_key_pattern(view.entity.join_key());
+        let mut conn = self.conn.clone();
+        let (mut cursor, mut purged) = (0u64, 0u64);
+        loop {
+            let (next, keys) = self.scan_step(&pattern, cursor).await?;
+            if !keys.is_empty() {
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.hdel(k, &fields);
+                }
+                let removed: Vec<u64> = pipe.query_async(&mut conn).await?;
+                purged += removed.iter().filter(|n| **n > 0).count() as u64;
+            }
+            if next == 0 {
+                return Ok(purged);
+            }
+            cursor = next;
+        }
+    }
+
+    /// After a reshape: removes every value that an older shape generation of
+    /// `view` left (the retired shapes name the fields and entities they used),
+    /// and fields the view no longer has, so the store holds exactly what the
+    /// current shape writes. Returns how many hashes lost older values.
+    pub async fn remove_older_generations(
+        &self,
+        view: &View,
+        generation: u64,
+        retired: &[View],
+    ) -> Result<u64> {
+        let fv = view.feast_name();
+        let current = super::view_hash_fields(view);
+        let mut old_only: Vec<Vec<u8>> = Vec::new();
+        for r in retired {
+            for f in super::view_hash_fields(r) {
+                if !current.contains(&f) && !old_only.contains(&f) {
+                    old_only.push(f);
+                }
+            }
+        }
+        let mut join_keys: Vec<&str> = vec![view.entity.join_key()];
+        for r in retired {
+            if !join_keys.contains(&r.entity.join_key()) {
+                join_keys.push(r.entity.join_key());
+            }
+        }
+        let script = redis::Script::new(REMOVE_OLDER_GENERATIONS);
+        let mut conn = self.conn.clone();
+        let mut removed = 0u64;
+        for join_key in join_keys {
+            let pattern = self.entity_key_pattern(join_key);
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys) = self.scan_step(&pattern, cursor).await?;
+                if !keys.is_empty() {
+                    let mut inv = script.prepare_invoke();
+                    for k in &keys {
+                        inv.key(k);
+                    }
+                    inv.arg(super::gen_field(&fv))
+                        .arg(generation)
+                        .arg(current.len() + old_only.len());
+                    for f in current.iter().chain(&old_only).chain(&old_only) {
+                        inv.arg(&f[..]);
+                    }
+                    removed += inv.invoke_async::<u64>(&mut conn).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_state_keys_are_per_project_and_hash_tagged_by_view() {
+        let k = Keys::new("materializer:", "signals");
+        let id = ViewId {
+            name: "ecom".into(),
+            version: 2,
+        };
+        assert_eq!(k.view(&id, "wm"), "materializer:signals:{ecom:2}:wm");
+        assert_eq!(k.views(), "materializer:signals:views");
+        assert_eq!(k.meta(), "materializer:meta");
+        let other = Keys::new("materializer:", "other");
+        assert_ne!(k.view(&id, "wm"), other.view(&id, "wm"));
+    }
+}
