@@ -65,13 +65,20 @@ async fn main() -> anyhow::Result<()> {
             let mut latencies = Vec::new();
             while Instant::now() < until {
                 let first = next.fetch_add(batch, Ordering::Relaxed);
-                let wanted: Vec<&String> = (0..batch).map(|i| &ids[(first + i) % ids.len()]).collect();
+                let wanted: Vec<&String> =
+                    (0..batch).map(|i| &ids[(first + i) % ids.len()]).collect();
                 let body = serde_json::json!({
                     "entities": { &join_key: wanted },
                     "attributes": [&attribute],
                 });
                 let asked = Instant::now();
-                let answered = match client.post(&url).bearer_auth(&token).json(&body).send().await {
+                let answered = match client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
                     _ => false,
                 };

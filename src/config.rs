@@ -255,8 +255,8 @@ pub enum Credentials {
 
 impl WarehouseConfig {
     /// `ntz_time_zone` as a zone; the error names the key.
-    pub fn ntz_zone(&self) -> Result<crate::warehouse::zone::Tz> {
-        crate::warehouse::zone::parse(&self.ntz_time_zone)
+    pub fn ntz_zone(&self) -> Result<crate::time::Tz> {
+        crate::time::parse_zone(&self.ntz_time_zone)
             .map_err(|e| anyhow::anyhow!("warehouse.ntz_time_zone: {e}"))
     }
 
@@ -646,7 +646,9 @@ impl Config {
         let p = &self.profiles.project;
         if p.is_empty()
             || p.len() > 128
-            || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             bail!("profiles.project: must be 1 to 128 letters, digits, `_` or `-`");
         }

@@ -1,4 +1,4 @@
-//! The `materializer` command line: `run | sync | apply | status | reset | check | profile`.
+//! The `materializer` command line: `run | sync | apply | status | reset | delete | check | profile`.
 //!
 //! Every command loads the config (a bad one ends with one line naming the
 //! file and key, exit code 2), connects to Redis and applies the views of
@@ -6,21 +6,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use materializer::config::{Config, Loaded};
-use materializer::metrics::Metrics;
 use materializer::model::{View, ViewId};
-use materializer::profiles::ProfileStore;
 use materializer::scheduler::{self, Scheduler};
-use materializer::sync::{self, format_nanos, format_skipped, RunError, Runner};
-use materializer::warehouse::{self, Warehouse};
-use materializer::{api, registry, telemetry};
+use materializer::sync::{format_nanos, format_skipped};
+use materializer::{api, registry, startup, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -138,80 +133,13 @@ async fn dispatch(command: Command, loaded: Loaded) -> Result<ExitCode> {
     }
 }
 
-/// Directory relative paths in the config are resolved against: the current
-/// directory (where the README's commands run), as the config documents.
-fn base_dir() -> PathBuf {
-    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
-}
-
-/// Reads `registry.files`; a bad file is reported and skipped so the others still apply.
-fn file_views(loaded: &Loaded) -> (Vec<View>, Vec<String>) {
-    let (views, problems) = registry::read_globs_each(&loaded.config.registry.files, &base_dir());
-    for p in &problems {
-        tracing::error!(error = %p, "registry.files: view file skipped");
-    }
-    (views, problems)
-}
-
-async fn connect(loaded: &Loaded) -> Result<(ProfileStore, Vec<View>, Vec<String>)> {
-    let store = ProfileStore::connect(&loaded.config.profiles).await?;
-    let (views, problems) = file_views(loaded);
-    if !views.is_empty() {
-        registry::apply(&store, &views)
-            .await
-            .context("applying registry.files")?;
-    }
-    Ok((store, views, problems))
-}
-
-fn replica_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}", std::process::id())
-}
-
-fn runner(loaded: &Loaded, store: ProfileStore) -> Result<Runner> {
-    Ok(Runner {
-        warehouse: warehouse::build(&loaded.config.warehouse)?,
-        store,
-        config: loaded.config.sync.clone(),
-        replica: replica_name(),
-        metrics: Arc::new(Metrics::default()),
-    })
-}
-
-fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutdown requested");
-        t.cancel();
-    });
-    token
-}
-
 async fn run_daemon(loaded: Loaded) -> Result<ExitCode> {
-    let shutdown = shutdown_on_signals();
+    let shutdown = startup::shutdown_on_signals();
     // Redis may come up after us (or be restarting): wait for it rather than exit.
     let mut delay = Duration::from_secs(1);
     let (store, views) = loop {
-        match connect(&loaded).await {
-            Ok((store, views, _)) => break (store, views),
+        match startup::connect(&loaded).await {
+            Ok(c) => break (c.store, c.file_views),
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), retry_in = ?delay, "cannot start; retrying");
                 tokio::select! {
@@ -223,7 +151,7 @@ async fn run_daemon(loaded: Loaded) -> Result<ExitCode> {
         }
     };
     let (handle, commands) = scheduler::channel();
-    let runner = runner(&loaded, store.clone())?;
+    let runner = startup::runner(&loaded, store.clone())?;
     // The API shares the runner's metrics and warehouse, so /metrics shows these runs.
     let api = match loaded.config.api.listen_addr()? {
         Some(addr) => {
@@ -266,7 +194,7 @@ async fn run_daemon(loaded: Loaded) -> Result<ExitCode> {
 }
 
 async fn sync_once(loaded: Loaded, selector: Option<String>) -> Result<ExitCode> {
-    let (store, _, _) = connect(&loaded).await?;
+    let store = startup::connect(&loaded).await?.store;
     let views = match &selector {
         Some(s) => registry::select(&store, s).await?,
         None => registry::list(&store)
@@ -279,38 +207,17 @@ async fn sync_once(loaded: Loaded, selector: Option<String>) -> Result<ExitCode>
         println!("no online views registered");
         return Ok(ExitCode::SUCCESS);
     }
-    let runner = runner(&loaded, store)?;
-    let shutdown = shutdown_on_signals();
+    let runner = startup::runner(&loaded, store)?;
     let lease_wait = loaded.config.sync.lease_ttl + Duration::from_secs(5);
-    let mut failed = false;
-    let sem = tokio::sync::Semaphore::new(loaded.config.scheduler.max_concurrent_views);
-    let results = futures::future::join_all(views.iter().map(|view| {
-        let (runner, shutdown, sem) = (runner.clone(), shutdown.clone(), &sem);
-        async move {
-            let _p = sem.acquire().await.expect("never closed");
-            if !view.online {
-                return (view, None);
-            }
-            // A crashed replica's lease expires by itself: wait for it once.
-            let deadline = tokio::time::Instant::now() + lease_wait;
-            let mut rerun = true;
-            loop {
-                let (rec, outcome) = runner.run(view, &shutdown).await;
-                match outcome {
-                    Err(RunError::LeaseHeld(ref h)) if tokio::time::Instant::now() < deadline => {
-                        tracing::info!(view = %view.id(), holder = %h, "waiting for the view's lease");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    // Reshaped or reset during the run: once more, in the registered shape.
-                    Err(RunError::Superseded(ref why)) if std::mem::take(&mut rerun) => {
-                        tracing::info!(view = %view.id(), reason = %why, "running again");
-                    }
-                    _ => return (view, Some((rec, outcome))),
-                }
-            }
-        }
-    }))
+    let results = scheduler::run_once(
+        &runner,
+        &views,
+        loaded.config.scheduler.max_concurrent_views,
+        lease_wait,
+        &startup::shutdown_on_signals(),
+    )
     .await;
+    let mut failed = false;
     for (view, result) in results {
         let Some((rec, outcome)) = result else {
             println!("{}  skipped: view is offline (online = false)", view.id());
@@ -364,7 +271,7 @@ async fn apply(loaded: Loaded, files: Vec<PathBuf>) -> Result<ExitCode> {
     for f in &files {
         views.extend(registry::read_file(f)?);
     }
-    let (store, _, _) = connect(&loaded).await?;
+    let store = startup::connect(&loaded).await?.store;
     for (id, outcome) in registry::apply(&store, &views).await? {
         let what = match outcome {
             registry::Applied::Created => "created",
@@ -380,7 +287,7 @@ async fn apply(loaded: Loaded, files: Vec<PathBuf>) -> Result<ExitCode> {
 }
 
 async fn status(loaded: Loaded, json: bool) -> Result<ExitCode> {
-    let (store, _, _) = connect(&loaded).await?;
+    let store = startup::connect(&loaded).await?.store;
     let rows = registry::status(&store).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -390,25 +297,18 @@ async fn status(loaded: Loaded, json: bool) -> Result<ExitCode> {
         println!("no views registered");
     }
     for r in rows {
-        let run = &r["last_run"];
+        let run = r.last_run.as_ref();
         println!(
             "{}:{}  {}  watermark={}  last_run={} {} rows_written={}{}",
-            printable(r["view"].as_str().unwrap_or("")),
-            r["version"],
-            if r["online"] == true {
-                "online"
-            } else {
-                "offline"
-            },
-            r["watermark"].as_str().unwrap_or("none"),
-            run["finished_at"]
-                .as_str()
-                .or(run["started_at"].as_str())
+            printable(&r.view),
+            r.version,
+            if r.online { "online" } else { "offline" },
+            r.watermark.as_deref().unwrap_or("none"),
+            run.map(|r| r.finished_at.as_deref().unwrap_or(&r.started_at))
                 .unwrap_or("never"),
-            run["status"].as_str().unwrap_or(""),
-            run["rows_written"].as_u64().unwrap_or(0),
-            run["last_error"]
-                .as_str()
+            run.map(|r| r.status.to_string()).unwrap_or_default(),
+            run.map_or(0, |r| r.rows_written),
+            run.and_then(|r| r.last_error.as_deref())
                 .map(|e| format!("  last_error={}", printable(e)))
                 .unwrap_or_default()
         );
@@ -441,7 +341,7 @@ async fn reset(loaded: Loaded, selector: String, to: Option<String>) -> Result<E
                 })
         })
         .transpose()?;
-    let (store, _, _) = connect(&loaded).await?;
+    let store = startup::connect(&loaded).await?.store;
     for v in registry::select(&store, &selector).await? {
         store.reset_watermark(&v.id(), to).await?;
         match to {
@@ -457,7 +357,7 @@ async fn reset(loaded: Loaded, selector: String, to: Option<String>) -> Result<E
 
 async fn delete(loaded: Loaded, selector: String, purge: bool) -> Result<ExitCode> {
     let (name, version) = ViewId::parse_selector(&selector).map_err(anyhow::Error::msg)?;
-    let (store, _, _) = connect(&loaded).await?;
+    let store = startup::connect(&loaded).await?.store;
     // NAME:VERSION reaches any stored entry, even an unreadable one.
     let ids: Vec<ViewId> = match version {
         Some(version) => vec![ViewId { name, version }],
@@ -486,65 +386,11 @@ async fn delete(loaded: Loaded, selector: String, purge: bool) -> Result<ExitCod
 }
 
 async fn check(loaded: Loaded) -> Result<ExitCode> {
-    let mut problems = 0;
-    let mut report = |ok: bool, what: &str, detail: String| {
-        if !ok {
-            problems += 1;
-        }
-        println!(
-            "{}  {what}{}",
-            if ok { "ok     " } else { "PROBLEM" },
-            if detail.is_empty() {
-                String::new()
-            } else {
-                format!(": {detail}")
-            }
-        );
-    };
-    report(
-        true,
-        &format!("config {}", loaded.path.display()),
-        String::new(),
-    );
-    for k in &loaded.unknown_keys {
-        report(false, "config", format!("unknown key `{k}`"));
+    let findings = materializer::check::check(&loaded).await;
+    for f in &findings {
+        println!("{f}");
     }
-    let (store, _, file_problems) = match connect(&loaded).await {
-        Ok(s) => s,
-        Err(e) => {
-            report(false, "redis", format!("{e:#}"));
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    report(
-        true,
-        &format!("redis {}", loaded.config.profiles.redis_url),
-        String::new(),
-    );
-    for p in file_problems {
-        report(false, "view file", p);
-    }
-    let wh: Arc<dyn Warehouse> = warehouse::build(&loaded.config.warehouse)?;
-    if let Err(e) = wh.ping().await {
-        report(false, "warehouse", e.to_string());
-        return Ok(ExitCode::FAILURE);
-    }
-    report(true, "warehouse", String::new());
-    for v in registry::list(&store).await? {
-        let table = sync::table_of(&v);
-        match wh.describe(&table).await {
-            Err(e) => report(false, &format!("view {}", v.id()), e.to_string()),
-            Ok(cols) => match sync::plan_columns(&v, &cols) {
-                Ok(_) => report(true, &format!("view {} ({table})", v.id()), String::new()),
-                Err(ps) => {
-                    for p in ps {
-                        report(false, &format!("view {} ({table})", v.id()), p);
-                    }
-                }
-            },
-        }
-    }
-    Ok(if problems == 0 {
+    Ok(if findings.iter().all(|f| f.ok) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -552,7 +398,7 @@ async fn check(loaded: Loaded) -> Result<ExitCode> {
 }
 
 async fn profile(loaded: Loaded, selector: String, entities: Vec<String>) -> Result<ExitCode> {
-    let (store, _, _) = connect(&loaded).await?;
+    let store = startup::connect(&loaded).await?.store;
     let mut out = Vec::new();
     for v in registry::select(&store, &selector).await? {
         for e in &entities {

@@ -227,10 +227,13 @@ impl ViewId {
     /// Parses `NAME` (version `None`) or `NAME:VERSION`.
     pub fn parse_selector(s: &str) -> Result<(String, Option<u32>), String> {
         match s.rsplit_once(':') {
-            Some((name, v)) if !name.is_empty() => v
-                .parse::<u32>()
+            Some((name, v)) if !name.is_empty() => Some(v)
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0'))
+                .and_then(|v| v.parse::<u32>().ok())
                 .map(|v| (name.to_string(), Some(v)))
-                .map_err(|_| format!("`{s}`: version after ':' must be a whole number")),
+                .ok_or_else(|| {
+                    format!("`{s}`: version after ':' must be a whole number from 1, without sign or leading zero")
+                }),
             _ if s.is_empty() => Err("empty view name".into()),
             _ => Ok((s.to_string(), None)),
         }
@@ -306,7 +309,7 @@ impl View {
         if let Some(problem) = ntz.and_then(|z| identifier_problem("batch_source.ntz_time_zone", z))
         {
             p.push(problem);
-        } else if let Some(Err(e)) = ntz.map(crate::warehouse::zone::parse) {
+        } else if let Some(Err(e)) = ntz.map(crate::time::parse_zone) {
             p.push(format!("batch_source.ntz_time_zone: {e}"));
         }
         if self.fields.is_empty() {
@@ -1238,5 +1241,8 @@ mod tests {
             ("a".into(), Some(3))
         );
         assert!(ViewId::parse_selector("a:x").is_err());
+        for loose in ["a:+1", "a:01", "a:0", "a:-1", "a:4294967296", "a:"] {
+            assert!(ViewId::parse_selector(loose).is_err(), "{loose}");
+        }
     }
 }

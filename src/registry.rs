@@ -233,7 +233,11 @@ impl CachedViews {
     }
 
     /// Replaces the cache with `views`, read at `version`.
-    pub fn store(&mut self, version: RegistryVersion, views: Vec<View>) -> Arc<HashMap<String, View>> {
+    pub fn store(
+        &mut self,
+        version: RegistryVersion,
+        views: Vec<View>,
+    ) -> Arc<HashMap<String, View>> {
         self.version = Some(version);
         self.by_feast_name = Arc::new(views.into_iter().map(|v| (v.feast_name(), v)).collect());
         self.by_feast_name.clone()
@@ -295,24 +299,35 @@ pub async fn delete(store: &ProfileStore, id: &ViewId, purge: bool) -> Result<Op
     bail!("view `{id}` kept changing under concurrent applies; try again")
 }
 
-/// Every registered view with its watermark, lease holder and last run: what
-/// `status --json` prints and `GET /api/v1/sync/status` returns.
-pub async fn status(store: &ProfileStore) -> Result<Vec<serde_json::Value>> {
+/// One registered view with its watermark, lease holder and last run: what
+/// `status` prints, `status --json` lists and `GET /api/v1/sync/status` returns.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ViewStatus {
+    pub view: String,
+    pub version: u32,
+    pub feast_name: String,
+    pub online: bool,
+    pub table: String,
+    pub watermark: Option<String>,
+    pub lease_holder: Option<String>,
+    pub last_run: Option<crate::profiles::RunRecord>,
+}
+
+/// Every registered view's [`ViewStatus`], ordered by name and version.
+pub async fn status(store: &ProfileStore) -> Result<Vec<ViewStatus>> {
     let mut rows = Vec::new();
     for v in list(store).await? {
         let id = v.id();
-        let wm = store.watermark(&id).await?;
-        let run = store.last_run(&id).await?;
-        rows.push(serde_json::json!({
-            "view": v.name,
-            "version": v.version,
-            "feast_name": v.feast_name(),
-            "online": v.online,
-            "table": crate::sync::table_of(&v).to_string(),
-            "watermark": wm.map(crate::sync::format_nanos),
-            "lease_holder": store.lease_holder(&id).await?,
-            "last_run": run,
-        }));
+        rows.push(ViewStatus {
+            feast_name: v.feast_name(),
+            online: v.online,
+            table: crate::sync::table_of(&v).to_string(),
+            watermark: store.watermark(&id).await?.map(crate::time::format_nanos),
+            lease_holder: store.lease_holder(&id).await?,
+            last_run: store.last_run(&id).await?,
+            view: v.name,
+            version: v.version,
+        });
     }
     Ok(rows)
 }

@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::config::SchedulerConfig;
 use crate::model::{View, ViewId};
+use crate::profiles::RunRecord;
 use crate::registry;
 use crate::sync::{format_skipped, RunError, Runner};
 
@@ -71,6 +72,65 @@ pub struct Scheduler {
     /// Views from `registry.files`, re-applied if Redis loses the registry.
     pub file_views: Vec<View>,
     pub commands: mpsc::Receiver<Command>,
+}
+
+/// One run of `view` under the policy the daemon and `sync` share: it waits
+/// for one of `permits` (at most `max_concurrent_views` runs at once), starts
+/// nothing once `stop` is cancelled, runs once more at once when the view was
+/// reshaped or reset during the run (the registered shape runs), and, with
+/// `lease_wait`, waits up to that long for a lease another replica holds (a
+/// crashed holder's lease expires by itself) instead of giving up.
+pub async fn run_view(
+    runner: &Runner,
+    view: &View,
+    permits: &Semaphore,
+    stop: &CancellationToken,
+    lease_wait: Option<Duration>,
+) -> (RunRecord, Result<(), RunError>) {
+    let Ok(_permit) = permits.acquire().await else {
+        return (RunRecord::default(), Err(RunError::Interrupted));
+    };
+    let deadline = lease_wait.map(|w| later(Instant::now(), w));
+    let mut rerun = true;
+    loop {
+        if stop.is_cancelled() {
+            return (RunRecord::default(), Err(RunError::Interrupted));
+        }
+        let (rec, outcome) = runner.run(view, stop).await;
+        match outcome {
+            Err(RunError::LeaseHeld(ref h)) if deadline.is_some_and(|d| Instant::now() < d) => {
+                tracing::info!(view = %view.id(), holder = %h, "waiting for the view's lease");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(RunError::Superseded(ref why)) if std::mem::take(&mut rerun) => {
+                tracing::info!(view = %view.id(), reason = %why, "running again");
+            }
+            _ => return (rec, outcome),
+        }
+    }
+}
+
+/// One run of every view of `views` now, as `sync` does: online views only (an
+/// offline one gets `None`), under [`run_view`]'s policy with `lease_wait`.
+pub async fn run_once<'v>(
+    runner: &Runner,
+    views: &'v [View],
+    max_concurrent_views: usize,
+    lease_wait: Duration,
+    stop: &CancellationToken,
+) -> Vec<(&'v View, Option<(RunRecord, Result<(), RunError>)>)> {
+    let permits = Semaphore::new(max_concurrent_views);
+    futures::future::join_all(views.iter().map(|view| {
+        let permits = &permits;
+        async move {
+            if !view.online {
+                return (view, None);
+            }
+            let ran = run_view(runner, view, permits, stop, Some(lease_wait)).await;
+            (view, Some(ran))
+        }
+    }))
+    .await
 }
 
 /// Delay before retry number `failures` (1-based): doubling from `initial`,
@@ -155,16 +215,9 @@ impl Scheduler {
                 let span = tracing::info_span!("run", view = %id);
                 let task = tasks.spawn(
                     async move {
-                        let Ok(_permit) = permits.acquire_owned().await else {
-                            return;
-                        };
-                        if stop.is_cancelled() {
-                            let _ = done.send((view.id(), Err(RunError::Interrupted))).await;
-                            return;
-                        }
-                        let (rec, outcome) = runner.run(&view, &stop).await;
+                        let (rec, outcome) = run_view(&runner, &view, &permits, &stop, None).await;
                         match &outcome {
-                            Ok(()) => {}
+                            Ok(()) | Err(RunError::Interrupted) => {}
                             Err(RunError::LeaseHeld(h)) => {
                                 tracing::debug!(holder = %h, "another replica is syncing this view")
                             }

@@ -3,7 +3,8 @@
 //! 1. take the view's lease (one writer per view), renewed while the run lasts
 //!    (the renewer dies with the run, however the run ends);
 //! 2. read the view as registered now, with its shape generation, revision,
-//!    watermark `W` and last full read, in one snapshot: a scheduler's outdated
+//!    watermark `W` and last full read, in an order that catches any change made in
+//!    between (the commit checks the revision): a scheduler's outdated
 //!    copy of the view is never what runs;
 //! 3. window: rows with `timestamp > min(W, now) - lookback` (all rows, or those
 //!    from `backfill_since`, when there is no watermark or a full read is due);
@@ -38,10 +39,12 @@ use crate::config::SyncConfig;
 use crate::metrics::Metrics;
 use crate::model::{FieldType, View, ViewId};
 use crate::profiles::state::{Commit, RunState};
-use crate::profiles::{PreparedWrite, ProfileStore, RunRecord, Upsert, WriteSpec};
+use crate::profiles::{
+    PreparedWrite, ProfileStore, RunRecord, RunStatus, StoreError, Upsert, WriteSpec,
+};
 pub use crate::time::format_nanos;
 use crate::time::Nanos;
-use crate::warehouse::decode;
+use crate::warehouse::decode::{self, SkipReason};
 use crate::warehouse::{
     resolve_column, Column, ColumnType, Page, TableRef, Warehouse, WarehouseError, WindowQuery,
 };
@@ -75,13 +78,27 @@ impl From<WarehouseError> for RunError {
     }
 }
 
-impl From<anyhow::Error> for RunError {
-    fn from(e: anyhow::Error) -> Self {
-        RunError::Retryable(format!("redis: {e:#}"))
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> Self {
+        if e.is_retryable() {
+            RunError::Retryable(e.to_string())
+        } else {
+            RunError::Permanent(e.to_string())
+        }
     }
 }
 
 impl RunError {
+    /// How a run that ended with this error is recorded.
+    pub fn status(&self) -> RunStatus {
+        match self {
+            RunError::Interrupted => RunStatus::Interrupted,
+            RunError::Superseded(_) => RunStatus::Superseded,
+            _ => RunStatus::Failed,
+        }
+    }
+
+    /// The metric label and log field of this error.
     pub fn kind(&self) -> &'static str {
         match self {
             RunError::Permanent(_) => "permanent",
@@ -273,14 +290,14 @@ struct Tally {
     rows_stale: u64,
     skipped: BTreeMap<String, u64>,
     /// First sample per (column, reason), for the log line.
-    samples: BTreeMap<(String, &'static str), String>,
+    samples: BTreeMap<(String, SkipReason), String>,
     greatest_not_future: Option<Nanos>,
     pages: u64,
 }
 
 impl Tally {
     /// Keeps the first sample of a (column, reason) for the end-of-run log line.
-    fn sample(&mut self, column: &str, reason: &'static str, sample: impl FnOnce() -> String) {
+    fn sample(&mut self, column: &str, reason: SkipReason, sample: impl FnOnce() -> String) {
         // Called per bad row or cell: look up without allocating a key; the
         // map holds a handful of entries.
         if !self
@@ -292,9 +309,9 @@ impl Tally {
         }
     }
 
-    fn skip(&mut self, reason: &str, n: u64) {
+    fn skip(&mut self, reason: SkipReason, n: u64) {
         if n > 0 {
-            *self.skipped.entry(reason.to_string()).or_default() += n;
+            *self.skipped.entry(reason.as_str().to_string()).or_default() += n;
         }
     }
 }
@@ -317,7 +334,7 @@ impl Runner {
         let mut rec = RunRecord {
             view: id.name.clone(),
             version: id.version,
-            status: "running".into(),
+            status: RunStatus::Running,
             started_at: now_rfc3339(),
             last_error: previous.as_ref().and_then(|p| p.last_error.clone()),
             last_success_at: previous.as_ref().and_then(|p| p.last_success_at.clone()),
@@ -373,16 +390,11 @@ impl Runner {
         rec.finished_at = Some(now_rfc3339());
         match &outcome {
             Ok(()) => {
-                rec.status = "ok".into();
+                rec.status = RunStatus::Ok;
                 rec.last_success_at = rec.finished_at.clone();
             }
             Err(e) => {
-                rec.status = match e {
-                    RunError::Interrupted => "interrupted",
-                    RunError::Superseded(_) => "superseded",
-                    _ => "failed",
-                }
-                .into();
+                rec.status = e.status();
                 rec.error = Some(e.to_string());
                 rec.last_error = Some(format!("{}: {e}", rec.finished_at.as_deref().unwrap_or("")));
             }
@@ -489,21 +501,26 @@ impl Runner {
         };
         let mut tally = Tally::default();
         let nulls = self.warehouse.null_key_rows(&query).await?;
-        tally.skip("null_entity", nulls.null_entity);
-        tally.skip("null_timestamp", nulls.null_timestamp);
-        tally.skip("timestamp_out_of_range", nulls.out_of_range);
+        tally.skip(SkipReason::NullEntity, nulls.null_entity);
+        tally.skip(SkipReason::NullTimestamp, nulls.null_timestamp);
+        tally.skip(SkipReason::TimestampOutOfRange, nulls.out_of_range);
         // Counted by the warehouse, so there is no row to show: the count is the sample.
         for (column, reason, n, what) in [
-            (&plan.entity, "null_entity", nulls.null_entity, "NULL"),
+            (
+                &plan.entity,
+                SkipReason::NullEntity,
+                nulls.null_entity,
+                "NULL",
+            ),
             (
                 &plan.timestamp,
-                "null_timestamp",
+                SkipReason::NullTimestamp,
                 nulls.null_timestamp,
                 "NULL",
             ),
             (
                 &plan.timestamp,
-                "timestamp_out_of_range",
+                SkipReason::TimestampOutOfRange,
                 nulls.out_of_range,
                 "before 1677 or after 2262 in",
             ),
@@ -581,7 +598,8 @@ impl Runner {
         rec.rows_stale = tally.rows_stale;
         rec.skipped = tally.skipped.clone();
         for ((column, reason), sample) in &tally.samples {
-            let count = tally.skipped.get(*reason).copied().unwrap_or(0);
+            let count = tally.skipped.get(reason.as_str()).copied().unwrap_or(0);
+            let reason = reason.as_str();
             tracing::warn!(view = %id, column, reason, count, sample, "rows or values skipped");
         }
         consumed?;
@@ -701,7 +719,7 @@ impl Runner {
                     Ok(None) => {
                         null_ts += 1;
                         let sample = || d.entities.get(ri).unwrap_or("NULL").to_string();
-                        tally.sample(&plan.timestamp, "null_timestamp", sample);
+                        tally.sample(&plan.timestamp, SkipReason::NullTimestamp, sample);
                         continue;
                     }
                     Err(_) => {
@@ -709,13 +727,13 @@ impl Runner {
                         let b = &page.batches[bi];
                         let sample =
                             || decode::field_cell_text(b.column(1), b.schema().field(1), ri);
-                        tally.sample(&plan.timestamp, "timestamp_out_of_range", sample);
+                        tally.sample(&plan.timestamp, SkipReason::TimestampOutOfRange, sample);
                         continue;
                     }
                 };
                 let Some(entity) = d.entities.get(ri) else {
                     null_entity += 1;
-                    tally.sample(&plan.entity, "null_entity", || {
+                    tally.sample(&plan.entity, SkipReason::NullEntity, || {
                         format!("row stamped {}", format_nanos(ts))
                     });
                     continue;
@@ -725,9 +743,9 @@ impl Runner {
                 keep_latest(&mut latest, entity, (ts, bi, ri));
             }
         }
-        tally.skip("null_entity", null_entity);
-        tally.skip("null_timestamp", null_ts);
-        tally.skip("timestamp_out_of_range", bad_ts);
+        tally.skip(SkipReason::NullEntity, null_entity);
+        tally.skip(SkipReason::NullTimestamp, null_ts);
+        tally.skip(SkipReason::TimestampOutOfRange, bad_ts);
 
         let mut values: Vec<(u32, &[u8])> = Vec::with_capacity(latest.len() * plan.fields.len());
         let mut rows: Vec<(&str, Nanos, usize, usize)> = Vec::with_capacity(latest.len());
@@ -740,9 +758,9 @@ impl Runner {
                         // Written as Feast's null: keeping the stored value would
                         // show an older row's value under this row's time.
                         values.push((fi as u32, &[]));
-                        tally.skip(reason.as_str(), 1);
+                        tally.skip(reason, 1);
                         let b = &page.batches[bi];
-                        tally.sample(&plan.fields[fi].0, reason.as_str(), || {
+                        tally.sample(&plan.fields[fi].0, reason, || {
                             decode::field_cell_text(b.column(2 + fi), b.schema().field(2 + fi), ri)
                         });
                     }

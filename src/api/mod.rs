@@ -119,7 +119,9 @@ impl ApiState {
 
     /// The registered views by Feast name, from memory unless the registry
     /// changed since they were read (two small reads per call).
-    pub async fn views(&self) -> ApiResult<Arc<std::collections::HashMap<String, crate::model::View>>> {
+    pub async fn views(
+        &self,
+    ) -> ApiResult<Arc<std::collections::HashMap<String, crate::model::View>>> {
         let version = self.store.registry_version().await?;
         if let Some(v) = self.views.read().await.current(&version) {
             return Ok(v);
@@ -173,6 +175,19 @@ impl From<anyhow::Error> for ApiError {
         let detail = format!("{e:#}");
         tracing::error!(error = %detail, "request failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
+    }
+}
+
+impl From<crate::profiles::StoreError> for ApiError {
+    fn from(e: crate::profiles::StoreError) -> Self {
+        use crate::profiles::StoreError;
+        let status = match e {
+            StoreError::Unavailable(_) | StoreError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let detail = e.to_string();
+        tracing::error!(error = %detail, "request failed");
+        ApiError::new(status, detail)
     }
 }
 

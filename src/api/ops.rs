@@ -87,8 +87,10 @@ pub async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
     )
 }
 
-pub async fn sync_status(State(state): State<Shared>) -> ApiResult<Json<Json_>> {
-    Ok(Json(Json_::Array(registry::status(&state.store).await?)))
+pub async fn sync_status(
+    State(state): State<Shared>,
+) -> ApiResult<Json<Vec<registry::ViewStatus>>> {
+    Ok(Json(registry::status(&state.store).await?))
 }
 
 pub async fn run_now(

@@ -10,7 +10,12 @@
 //! first run of views applied since the last call. SDK 0.4.x
 //! `attribute_groups` / `attribute_keys` are the same views and entities
 //! under their new names (`attribute_key` for `entity`; `is_published: false`
-//! stops syncing like `online: false`).
+//! stops syncing like `online: false`). Input is parsed strictly: a version
+//! in a path is digits without sign or leading zero (else 400 naming
+//! `version`); `online`, `offline` and `is_published` must be JSON booleans;
+//! names and text obey the limits of `model` (entity names the rule of a
+//! view's `entity.name`); a problem never quotes more than a few dozen
+//! characters of a value, control characters escaped.
 //!
 //! Assumes entities are only names (join key = name): the built-in four are
 //! always known; others applied here are kept for listing, and a view may use

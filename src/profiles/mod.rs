@@ -37,6 +37,58 @@ use crate::time::Nanos;
 
 const NEWEST_WINS: &str = include_str!("newest_wins.lua");
 
+/// A failure of the Profiles Store, sorted once where Redis is called, so a
+/// caller knows how to react without reading messages.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis cannot be reached or is not serving yet (connection refused or
+    /// dropped, a timeout, loading a snapshot, a failover): retrying helps.
+    #[error("Redis unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered and refused (wrong password, read-only replica, out of
+    /// memory, a script error): retrying helps once someone acts.
+    #[error("Redis refused: {0}")]
+    Refused(String),
+    /// What Redis holds cannot be read (a watermark that is not a number, an
+    /// entry that is not a view): a person must fix or remove it.
+    #[error("unreadable state in Redis: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same call later can succeed without a person.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, StoreError::Corrupt(_))
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        use redis::ErrorKind as K;
+        let text = e.to_string();
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+        {
+            return StoreError::Unavailable(text);
+        }
+        match e.kind() {
+            K::BusyLoadingError
+            | K::TryAgain
+            | K::ClusterDown
+            | K::MasterDown
+            | K::Moved
+            | K::Ask => StoreError::Unavailable(text),
+            K::TypeError | K::ParseError => StoreError::Corrupt(text),
+            _ => StoreError::Refused(text),
+        }
+    }
+}
+
+/// What the Profiles Store's calls return.
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
 /// One entity's new values for one view: `values` pairs a field index (into
 /// [`WriteSpec::fields`]) with a serialized Feast `Value`.
 pub struct Upsert<'a> {
@@ -122,13 +174,45 @@ pub struct WriteOutcome {
     pub stale: u64,
 }
 
+/// Where a run is, or how it ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    #[default]
+    Running,
+    Ok,
+    Failed,
+    /// Stopped by a shutdown; nothing committed.
+    Interrupted,
+    /// The view was reshaped, deleted or reset during the run; nothing committed.
+    Superseded,
+}
+
+impl RunStatus {
+    /// The label in run records, `status` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Ok => "ok",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Superseded => "superseded",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The record of a view's last run, as `status` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
     pub view: String,
     pub version: u32,
-    /// `ok`, `failed`, `interrupted` (shutdown) or `running`.
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub duration_ms: u64,
@@ -204,7 +288,7 @@ impl ProfileStore {
     /// The same store on a connection of its own: one connection pipelines
     /// its commands in order, so the HTTP API's reads would otherwise queue
     /// behind a sync's page writes.
-    pub async fn separate(&self) -> Result<ProfileStore> {
+    pub async fn separate(&self) -> StoreResult<ProfileStore> {
         Ok(ProfileStore {
             conn: ProfileStore::open(&self.client).await?,
             ..self.clone()
@@ -215,7 +299,7 @@ impl ProfileStore {
         &self.project
     }
 
-    pub async fn ping(&self) -> Result<()> {
+    pub async fn ping(&self) -> StoreResult<()> {
         let mut c = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut c).await?;
         Ok(())
@@ -228,7 +312,7 @@ impl ProfileStore {
         spec: &WriteSpec,
         rows: &[Upsert<'_>],
         batch: usize,
-    ) -> Result<WriteOutcome> {
+    ) -> StoreResult<WriteOutcome> {
         self.send(self.prepare(spec, rows, batch)).await
     }
 
@@ -292,7 +376,7 @@ impl ProfileStore {
 
     /// Sends what [`ProfileStore::prepare`] encoded. On error, treat every row
     /// of it as unwritten (some may have landed; rewriting them is harmless).
-    pub async fn send(&self, prepared: PreparedWrite) -> Result<WriteOutcome> {
+    pub async fn send(&self, prepared: PreparedWrite) -> StoreResult<WriteOutcome> {
         let mut c = self.conn.clone();
         let mut written = 0u64;
         for (i, pipe) in prepared.pipelines.iter().enumerate() {
@@ -317,7 +401,7 @@ impl ProfileStore {
     }
 
     /// Loads the newest-wins script (call once before writing).
-    pub async fn load_scripts(&self) -> Result<()> {
+    pub async fn load_scripts(&self) -> StoreResult<()> {
         let mut c = self.conn.clone();
         self.script.prepare_invoke().load_async(&mut c).await?;
         Ok(())

@@ -17,6 +17,9 @@
 //!   its watermark and last full read, and keeps the old shape in `retired` until
 //!   a run of the new shape has removed its values; every reshape, delete and
 //!   reset bumps the view's revision (`rev`);
+//! - reads never use MULTI (Redis refuses even reads inside one when out of
+//!   memory); where several keys are read together, their order is chosen so
+//!   that a change in between is caught (see [`ProfileStore::run_state`]);
 //! - [`ProfileStore::commit_run`] moves a watermark only if the caller still
 //!   holds the lease *and* the view's revision is the one its run started
 //!   from, in one script: a run never commits a shape or a window that is no
@@ -27,10 +30,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use redis::AsyncCommands;
 
-use super::{feast, ProfileStore, RunRecord};
+use super::{feast, ProfileStore, RunRecord, StoreError, StoreResult as Result};
 use crate::model::{View, ViewId};
 use crate::time::Nanos;
 
@@ -82,7 +84,7 @@ impl Keys {
     }
 }
 
-/// What a run reads of its view's state before it starts, in one snapshot.
+/// What a run reads of its view's state before it starts (see [`ProfileStore::run_state`]).
 #[derive(Debug, Clone)]
 pub struct RunState {
     /// The view as registered now (a scheduler's copy may be older).
@@ -194,7 +196,7 @@ return removed";
 fn parse_nanos(what: &str, v: Option<String>) -> Result<Option<Nanos>> {
     v.map(|s| {
         s.parse()
-            .with_context(|| format!("{what} is not a number: `{s}`"))
+            .map_err(|_| StoreError::Corrupt(format!("{what} is not a number: `{s}`")))
     })
     .transpose()
 }
@@ -226,7 +228,12 @@ impl ProfileStore {
                 .arg(&self.project)
                 .invoke_async::<i64>(&mut c)
                 .await
-                .with_context(|| format!("state migration {version:04}_{name}"))?;
+                .map_err(|e| match StoreError::from(e) {
+                    StoreError::Refused(m) => {
+                        StoreError::Refused(format!("state migration {version:04}_{name}: {m}"))
+                    }
+                    other => other,
+                })?;
             let _: () = c.hset(&meta, "schema_version", *version).await?;
             tracing::info!(version, name, "applied state migration");
         }
@@ -252,11 +259,13 @@ impl ProfileStore {
 
     // ---- registry ----
 
-    /// Every registry entry and the registry's revision, read atomically.
+    /// Every registry entry and the registry's revision. Read in that order
+    /// (no MULTI: Redis refuses even reads inside one when out of memory), so
+    /// the entries are at least as new as the revision; a change in between
+    /// shows as a newer revision at the next read.
     pub async fn registry_snapshot(&self) -> Result<RegistrySnapshot> {
         let mut c = self.conn.clone();
         let (rev, entries): (Option<u64>, BTreeMap<String, String>) = redis::pipe()
-            .atomic()
             .get(self.keys.registry_rev())
             .hgetall(self.keys.views())
             .query_async(&mut c)
@@ -352,22 +361,26 @@ impl ProfileStore {
 
     // ---- per-view state ----
 
-    /// The registered view and its state, in one atomic read; `None` when the
-    /// view is not registered.
+    /// The registered view and its state; `None` when the view is not
+    /// registered. One pipeline, read in an order that needs no MULTI (which
+    /// Redis refuses, even for reads, when out of memory): the revision first,
+    /// so any change after it makes [`ProfileStore::commit_run`] refuse the
+    /// run; then the generation before the entry, so a reshape in between can
+    /// only pair the *new* shape with the old generation, whose values the new
+    /// generation's run replaces, never the old shape with the new generation.
     pub async fn run_state(&self, id: &ViewId) -> Result<Option<RunState>> {
         let mut c = self.conn.clone();
         type Raw = (
+            Option<u64>,
+            Option<u64>,
             Option<String>,
-            Option<u64>,
-            Option<u64>,
             Option<String>,
             Option<String>,
         );
-        let (entry, generation, revision, wm, full): Raw = redis::pipe()
-            .atomic()
-            .hget(self.keys.views(), id.to_string())
-            .get(self.keys.view(id, "gen"))
+        let (revision, generation, entry, wm, full): Raw = redis::pipe()
             .get(self.keys.view(id, "rev"))
+            .get(self.keys.view(id, "gen"))
+            .hget(self.keys.views(), id.to_string())
             .get(self.keys.view(id, "wm"))
             .get(self.keys.view(id, "full"))
             .query_async(&mut c)
@@ -375,10 +388,11 @@ impl ProfileStore {
         let Some(entry) = entry else {
             return Ok(None);
         };
-        let view: View = serde_json::from_str(&entry)
-            .with_context(|| format!("registry entry `{id}` is not a view"))?;
+        let view: View = serde_json::from_str(&entry).map_err(|e| {
+            StoreError::Corrupt(format!("registry entry `{id}` is not a view: {e}"))
+        })?;
         view.validate()
-            .map_err(|e| anyhow::anyhow!("registry entry `{id}`: {e}"))?;
+            .map_err(|e| StoreError::Corrupt(format!("registry entry `{id}`: {e}")))?;
         Ok(Some(RunState {
             view,
             generation: generation.unwrap_or(0),
@@ -528,9 +542,8 @@ impl ProfileStore {
 
     pub async fn save_run(&self, id: &ViewId, run: &RunRecord) -> Result<()> {
         let mut c = self.conn.clone();
-        let _: () = c
-            .set(self.keys.view(id, "run"), serde_json::to_string(run)?)
-            .await?;
+        let json = serde_json::to_string(run).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: () = c.set(self.keys.view(id, "run"), json).await?;
         Ok(())
     }
 

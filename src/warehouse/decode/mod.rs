@@ -111,9 +111,17 @@ pub struct ColumnError {
     pub message: String,
 }
 
-/// Why one cell was skipped (counted per reason in run records and metrics; labels are stable snake_case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why a row or one cell was skipped: the one place run records, logs and
+/// metrics take their labels from (stable snake_case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SkipReason {
+    /// A row without an entity: it cannot be keyed.
+    NullEntity,
+    /// A row without a timestamp: it cannot be ordered.
+    NullTimestamp,
+    /// A row whose timestamp [`Nanos`](crate::time::Nanos) cannot hold
+    /// (before 1677-09-21 or after 2262-04-11 UTC).
+    TimestampOutOfRange,
     /// Outside the field type's range: i32/i64 bounds, a finite number beyond f32,
     /// ±inf into an integer, an instant outside [`Nanos`](crate::time::Nanos) or outside the seconds
     /// Feast can read back as a `unix_timestamp`.
@@ -131,7 +139,10 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 5] = [
+    pub const ALL: [SkipReason; 8] = [
+        SkipReason::NullEntity,
+        SkipReason::NullTimestamp,
+        SkipReason::TimestampOutOfRange,
         SkipReason::Overflow,
         SkipReason::NotInteger,
         SkipReason::NullInList,
@@ -142,6 +153,9 @@ impl SkipReason {
     /// Metric / run-record label; stable across releases.
     pub fn as_str(self) -> &'static str {
         match self {
+            SkipReason::NullEntity => "null_entity",
+            SkipReason::NullTimestamp => "null_timestamp",
+            SkipReason::TimestampOutOfRange => "timestamp_out_of_range",
             SkipReason::Overflow => "overflow",
             SkipReason::NotInteger => "not_integer",
             SkipReason::NullInList => "null_in_list",
@@ -169,6 +183,9 @@ mod tests {
         assert_eq!(
             SkipReason::ALL.map(SkipReason::as_str),
             [
+                "null_entity",
+                "null_timestamp",
+                "timestamp_out_of_range",
                 "overflow",
                 "not_integer",
                 "null_in_list",

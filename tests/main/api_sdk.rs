@@ -655,8 +655,16 @@ async fn of_many_concurrent_creates_of_one_view_exactly_one_wins() {
         .into_iter()
         .map(|(status, _)| status)
         .collect();
-    assert_eq!(answers.iter().filter(|s| **s == 201).count(), 1, "{answers:?}");
-    assert_eq!(answers.iter().filter(|s| **s == 400).count(), 15, "{answers:?}");
+    assert_eq!(
+        answers.iter().filter(|s| **s == 201).count(),
+        1,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|s| **s == 400).count(),
+        15,
+        "{answers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -671,7 +679,11 @@ async fn read_requests_past_the_entity_and_value_limits_are_413_naming_the_key()
         .await;
     assert_eq!(status, 201);
     let attrs = |n: usize| -> Vec<String> {
-        ["TOTAL_TRANSACTIONS", "TOTAL_REVENUE", "AVG_TRANSACTION_REVENUE"][..n]
+        [
+            "TOTAL_TRANSACTIONS",
+            "TOTAL_REVENUE",
+            "AVG_TRANSACTION_REVENUE",
+        ][..n]
             .iter()
             .map(|a| format!("{VIEW}_v1:{a}"))
             .collect()
@@ -684,12 +696,21 @@ async fn read_requests_past_the_entity_and_value_limits_are_413_naming_the_key()
         .authed("POST", "/api/v1/get-online-attributes", Some(ask(501, 1)))
         .await;
     assert_eq!(status, 413, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("api.max_entities"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("api.max_entities"),
+        "{body}"
+    );
     let (status, body) = d
         .authed("POST", "/api/v1/get-online-attributes", Some(ask(400, 3)))
         .await;
     assert_eq!(status, 413, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("api.max_cells"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("api.max_cells"),
+        "{body}"
+    );
     // Inside both limits: answered, one value per entity and attribute.
     let (status, body) = d
         .authed("POST", "/api/v1/get-online-attributes", Some(ask(500, 2)))
@@ -701,7 +722,8 @@ async fn read_requests_past_the_entity_and_value_limits_are_413_naming_the_key()
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_answer_while_the_syncs_redis_writes_are_blocked() {
     let d = Daemon::start().await;
-    d.insert(&[("u1", 12, 340, 28, "2024-05-01 10:00:00")]).await;
+    d.insert(&[("u1", 12, 340, 28, "2024-05-01 10:00:00")])
+        .await;
     let (status, _) = d
         .authed("POST", "/api/v1/registry/views/", Some(d.view_doc()))
         .await;
@@ -731,7 +753,11 @@ async fn reads_answer_while_the_syncs_redis_writes_are_blocked() {
         )
         .await;
     let took = asked.elapsed();
-    assert_eq!((status, &body["TOTAL_REVENUE"]), (200, &json!([340])), "{body}");
+    assert_eq!(
+        (status, &body["TOTAL_REVENUE"]),
+        (200, &json!([340])),
+        "{body}"
+    );
     assert!(
         took < Duration::from_millis(1500),
         "a read waited {took:?} behind the sync's blocked writes"

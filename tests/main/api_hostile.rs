@@ -1277,9 +1277,12 @@ impl Refused for Case {
     }
 }
 
-/// What one request got: a status and the body, or why there was no complete answer.
+/// A status, the content type and the body, or why there was no complete answer.
+type Answer = Result<(u16, Option<String>, Vec<u8>), String>;
+
+/// What one request got, and how long it took.
 struct Outcome {
-    answer: Result<(u16, Option<String>, Vec<u8>), String>,
+    answer: Answer,
     took: Duration,
 }
 
@@ -1295,11 +1298,7 @@ async fn run(client: &reqwest::Client, addr: SocketAddr, case: &Case) -> Outcome
     }
 }
 
-async fn send(
-    client: &reqwest::Client,
-    addr: SocketAddr,
-    how: &Send,
-) -> Result<(u16, Option<String>, Vec<u8>), String> {
+async fn send(client: &reqwest::Client, addr: SocketAddr, how: &Send) -> Answer {
     match how {
         Send::Http {
             method,
@@ -1338,10 +1337,7 @@ async fn send(
 
 /// Writes `bytes` to a fresh connection while reading the answer (the server
 /// may answer before it has read everything), until one complete response.
-async fn send_raw(
-    addr: SocketAddr,
-    bytes: Vec<u8>,
-) -> Result<(u16, Option<String>, Vec<u8>), String> {
+async fn send_raw(addr: SocketAddr, bytes: Vec<u8>) -> Answer {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -1377,7 +1373,7 @@ async fn send_raw(
 
 /// A complete HTTP/1.1 response in `buf`: `None` while more may come, an
 /// error at EOF when it is incomplete.
-fn parse_response(buf: &[u8], eof: bool) -> Option<Result<(u16, Option<String>, Vec<u8>), String>> {
+fn parse_response(buf: &[u8], eof: bool) -> Option<Answer> {
     let incomplete = |what: &str| {
         eof.then(|| {
             Err(format!(
