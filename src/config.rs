@@ -6,6 +6,15 @@
 //! dropped. Secrets (passwords, private keys, Redis passwords) are held in
 //! [`Secret`] / [`RedisUrl`], whose `Debug` and `Display` never show them.
 //! Assumes env values are strings; numeric keys accept `"42"` as well as `42`.
+//!
+//! Layering (the file, then the environment over it) is the `config` crate's
+//! ([`Config::from_toml`]); around it, by hand: the TOML syntax check (its
+//! error carries no source excerpt), the two list keys' env values (TOML
+//! arrays), unknown keys (`serde_ignored`) and `[warehouse]`, read by its
+//! `kind` ([`WarehouseConfig`]). The README's "Configuration" says why.
+//!
+//! The per-backend structs ([`ParquetConfig`], [`SnowflakeConfig`]) live here,
+//! not in their backends: `config` is below `warehouse` in the crate's layers.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,13 +25,16 @@ use serde::{Deserialize, Deserializer};
 
 pub const ENV_PREFIX: &str = "MATERIALIZER__";
 
+/// The whole file. `W` is the `[warehouse]` section: [`WarehouseConfig`], except
+/// inside the loader, which first takes it as a raw value (see
+/// [`WarehouseConfig`] for why).
 #[derive(Debug, Clone, Deserialize)]
-pub struct Config {
+pub struct Config<W = WarehouseConfig> {
     #[serde(default)]
     pub scheduler: SchedulerConfig,
     #[serde(default)]
     pub sync: SyncConfig,
-    pub warehouse: WarehouseConfig,
+    pub warehouse: W,
     #[serde(default)]
     pub profiles: ProfilesConfig,
     #[serde(default)]
@@ -180,31 +192,88 @@ impl SyncConfig {
     }
 }
 
-#[derive(Clone, Deserialize)]
-pub struct WarehouseConfig {
-    pub kind: WarehouseKind,
-    pub account: Option<String>,
-    pub user: Option<String>,
+/// `[warehouse]`: where rows are read from. `kind` picks the backend, and
+/// each backend has its own keys; a key the kind does not have (a Snowflake
+/// key under `kind = "parquet"`, a typo) is reported as unknown, like any
+/// other unknown key.
+///
+/// The derived `Deserialize` is serde's internally tagged form. The loader does
+/// not use it: serde reads such a table into a buffer before picking the
+/// variant, so an error inside would name only `warehouse` and `serde_ignored`
+/// could not see unknown keys there. It reads `kind` first and then the kind's
+/// struct straight from the table ([`WarehouseConfig::read`]); both agree on
+/// what a valid section is (a test holds them to it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+// One value per process: boxing the larger variant would save nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum WarehouseConfig {
+    /// `kind = "parquet"`: local Parquet files, the embedded default; no server.
+    Parquet(ParquetConfig),
+    /// `kind = "snowflake"`.
+    Snowflake(SnowflakeConfig),
+}
+
+/// The value of `warehouse.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarehouseKind {
+    Snowflake,
+    /// Local Parquet files (`path`): the embedded default, no server needed.
+    Parquet,
+}
+
+/// `kind = "parquet"`: tables are Parquet files below a directory.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ParquetConfig {
+    /// The directory holding one `{table}/` directory (of `*.parquet` files) or
+    /// one `{table}.parquet` file per table; relative to the working
+    /// directory. Required.
+    #[serde(default)]
+    pub path: PathBuf,
+    /// IANA zone (`Europe/Berlin`, `UTC`) whose wall times Parquet timestamps
+    /// without a zone are; a view's `batch_source.ntz_time_zone` overrides it.
+    /// Checked at load. Default `UTC`.
+    #[serde(default = "default_ntz_time_zone")]
+    pub ntz_time_zone: String,
+}
+
+/// `kind = "snowflake"`: Snowflake's SQL API. Exactly one credential:
+/// `password`, `password_file`, `private_key` or `private_key_path`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SnowflakeConfig {
+    /// Account identifier, e.g. `xy12345.eu-west-1`. Required.
+    #[serde(default)]
+    pub account: String,
+    /// The user to log in as. Required.
+    #[serde(default)]
+    pub user: String,
+    /// Password auth; prefer `MATERIALIZER__WAREHOUSE__PASSWORD` or
+    /// `password_file`. A number (`password = 12345`) is its text.
     pub password: Option<Secret>,
+    /// A file holding the password (trailing whitespace dropped).
     pub password_file: Option<PathBuf>,
-    /// PKCS#8 PEM private key for key-pair auth, inline (from env) or as a file.
+    /// Key-pair auth: an unencrypted PKCS#8 PEM private key, inline (from env).
     pub private_key: Option<Secret>,
+    /// Key-pair auth: a file holding the PEM private key.
     pub private_key_path: Option<PathBuf>,
+    /// Session role. Default: the user's default role.
     pub role: Option<String>,
+    /// Session (virtual) warehouse. Default: the user's default.
     pub warehouse: Option<String>,
+    /// Session database, for views whose batch source names none. Default: none.
     pub database: Option<String>,
+    /// Session schema, for views whose batch source names none. Default: none.
     pub schema: Option<String>,
-    /// Where requests go instead of `https://{account}.snowflakecomputing.com`.
+    /// Where requests go instead of `https://{account}.snowflakecomputing.com`
+    /// (proxies, private endpoints, tests). Default: that address.
     pub base_url: Option<String>,
-    /// `kind = "parquet"`: the directory holding one `{table}/` directory (or
-    /// `{table}.parquet` file) per table; relative to the working directory.
-    pub path: Option<PathBuf>,
-    /// Upper bound on one warehouse call (login, query, result chunk).
+    /// Upper bound on one warehouse call (login, query, result chunk). Default `2m`.
     #[serde(default = "default_query_timeout", with = "duration")]
     pub query_timeout: Duration,
     /// IANA zone (`Europe/Berlin`, `UTC`) whose wall times TIMESTAMP_NTZ values
-    /// (and Parquet timestamps without a zone) are; a view's
-    /// `batch_source.ntz_time_zone` overrides it. Checked at load.
+    /// are; a view's `batch_source.ntz_time_zone` overrides it. Checked at
+    /// load. Default `UTC`.
     #[serde(default = "default_ntz_time_zone")]
     pub ntz_time_zone: String,
 }
@@ -217,34 +286,9 @@ fn default_ntz_time_zone() -> String {
     "UTC".into()
 }
 
-impl fmt::Debug for WarehouseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WarehouseConfig")
-            .field("kind", &self.kind)
-            .field("account", &self.account)
-            .field("user", &self.user)
-            .field("password", &self.password)
-            .field("password_file", &self.password_file)
-            .field("private_key", &self.private_key)
-            .field("private_key_path", &self.private_key_path)
-            .field("role", &self.role)
-            .field("warehouse", &self.warehouse)
-            .field("database", &self.database)
-            .field("schema", &self.schema)
-            .field("base_url", &self.base_url)
-            .field("path", &self.path)
-            .field("query_timeout", &self.query_timeout)
-            .field("ntz_time_zone", &self.ntz_time_zone)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WarehouseKind {
-    Snowflake,
-    /// Local Parquet files (`path`): the embedded default, no server needed.
-    Parquet,
+/// `ntz_time_zone` as a zone; the error names the key.
+fn ntz_zone(name: &str) -> Result<crate::time::Tz> {
+    crate::time::parse_zone(name).map_err(|e| anyhow::anyhow!("warehouse.ntz_time_zone: {e}"))
 }
 
 /// How the daemon proves who it is to Snowflake.
@@ -254,10 +298,93 @@ pub enum Credentials {
 }
 
 impl WarehouseConfig {
+    pub fn kind(&self) -> WarehouseKind {
+        match self {
+            WarehouseConfig::Parquet(_) => WarehouseKind::Parquet,
+            WarehouseConfig::Snowflake(_) => WarehouseKind::Snowflake,
+        }
+    }
+
     /// `ntz_time_zone` as a zone; the error names the key.
     pub fn ntz_zone(&self) -> Result<crate::time::Tz> {
-        crate::time::parse_zone(&self.ntz_time_zone)
-            .map_err(|e| anyhow::anyhow!("warehouse.ntz_time_zone: {e}"))
+        match self {
+            WarehouseConfig::Parquet(p) => p.ntz_zone(),
+            WarehouseConfig::Snowflake(s) => s.ntz_zone(),
+        }
+    }
+
+    /// Reads the `[warehouse]` table (`section`): `kind`, then the kind's
+    /// struct straight from the table, so that errors name `warehouse.KEY`
+    /// and keys the struct does not read go to `unknown_keys`.
+    fn read(section: ::config::Value, unknown_keys: &mut Vec<String>) -> Result<Self> {
+        /// The section under its own name: errors and paths start `warehouse.`.
+        #[derive(Deserialize)]
+        struct Section<T> {
+            warehouse: T,
+        }
+        #[derive(Deserialize)]
+        struct Tag {
+            #[serde(deserialize_with = "by_name")]
+            kind: WarehouseKind,
+        }
+        if !matches!(section.kind, ::config::ValueKind::Table(_)) {
+            bail!("warehouse: expected a table with kind = \"parquet\" or \"snowflake\"");
+        }
+        let section = ::config::Value::new(
+            None,
+            ::config::Map::from_iter([("warehouse".to_string(), section)]),
+        );
+        let shown = |e: ::config::ConfigError| anyhow::anyhow!("{}", one_line(&e));
+        let Section {
+            warehouse: Tag { kind },
+        } = section.clone().try_deserialize().map_err(shown)?;
+        let mut unknown = |p: serde_ignored::Path| {
+            let p = p.to_string();
+            if p != "warehouse.kind" {
+                unknown_keys.push(p);
+            }
+        };
+        Ok(match kind {
+            WarehouseKind::Parquet => {
+                let s: Section<ParquetConfig> =
+                    serde_ignored::deserialize(section, &mut unknown).map_err(shown)?;
+                WarehouseConfig::Parquet(s.warehouse)
+            }
+            WarehouseKind::Snowflake => {
+                let s: Section<SnowflakeConfig> =
+                    serde_ignored::deserialize(section, &mut unknown).map_err(shown)?;
+                WarehouseConfig::Snowflake(s.warehouse)
+            }
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        self.ntz_zone()?;
+        match self {
+            WarehouseConfig::Parquet(p) => p.check(),
+            WarehouseConfig::Snowflake(s) => s.check(),
+        }
+    }
+}
+
+impl ParquetConfig {
+    /// `ntz_time_zone` as a zone; the error names the key.
+    pub fn ntz_zone(&self) -> Result<crate::time::Tz> {
+        ntz_zone(&self.ntz_time_zone)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.path.as_os_str().is_empty() {
+            bail!("warehouse.path: required for kind = \"parquet\"");
+        }
+        Ok(())
+    }
+}
+
+impl SnowflakeConfig {
+    /// `ntz_time_zone` as a zone; the error names the key.
+    pub fn ntz_zone(&self) -> Result<crate::time::Tz> {
+        ntz_zone(&self.ntz_time_zone)
     }
 
     /// Reads the credential, from the config value or its file. Errors name the key.
@@ -290,6 +417,36 @@ impl WarehouseConfig {
             "warehouse: no credentials; set password (MATERIALIZER__WAREHOUSE__PASSWORD), \
              password_file, private_key or private_key_path"
         )
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.account.is_empty() {
+            bail!("warehouse.account: required for kind = \"snowflake\"");
+        }
+        if self.user.is_empty() {
+            bail!("warehouse.user: required for kind = \"snowflake\"");
+        }
+        if let Some(b) = &self.base_url {
+            url::Url::parse(b)
+                .map_err(|e| anyhow::anyhow!("warehouse.base_url: `{b}` is not a URL: {e}"))?;
+        }
+        let given = [
+            self.password.is_some(),
+            self.password_file.is_some(),
+            self.private_key.is_some(),
+            self.private_key_path.is_some(),
+        ];
+        match given.iter().filter(|g| **g).count() {
+            // Reading it now names an unreadable key or password file at
+            // start, instead of failing every run later.
+            0 | 1 => {
+                self.credentials()?;
+            }
+            _ => bail!(
+                "warehouse: set only one of password, password_file, private_key, private_key_path"
+            ),
+        }
+        Ok(())
     }
 }
 
@@ -325,6 +482,7 @@ pub struct RegistryConfig {
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `materializer=debug`. `RUST_LOG` wins when set.
     pub level: String,
+    #[serde(deserialize_with = "by_name")]
     pub format: LogFormat,
 }
 
@@ -571,21 +729,48 @@ impl Config {
         Self::from_toml(&text, path, env)
     }
 
+    /// `text` (the file at `path`) with the `MATERIALIZER__*` variables of
+    /// `env` layered over it, read and checked.
     pub fn from_toml(
         text: &str,
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Loaded> {
         let shown = path.display();
-        let mut table: toml::Table = toml::from_str(text)
+        // By hand, before the crate parses the same text: the crate's parse
+        // error quotes the offending line, which may hold a secret.
+        toml::from_str::<toml::Table>(text)
             .map_err(|e| anyhow::anyhow!("{shown}: {}", syntax_error(text, &e)))?;
-        apply_env(&mut table, env)?;
+        let layered = layers(text, env)?.build().map_err(|e| match e {
+            // Not reached after the check above; never show the crate's cause.
+            ::config::ConfigError::FileParse { .. } => anyhow::anyhow!("{shown}: not valid TOML"),
+            e => anyhow::anyhow!("{shown}: {}", one_line(&e)),
+        })?;
 
         let mut unknown_keys = Vec::new();
-        let config: Config = serde_ignored::deserialize(toml::Value::Table(table), |p| {
-            unknown_keys.push(p.to_string())
-        })
-        .map_err(|e| anyhow::anyhow!("{shown}: {}", one_line(&e)))?;
+        let raw: Config<::config::Value> =
+            serde_ignored::deserialize(layered, |p| unknown_keys.push(p.to_string()))
+                .map_err(|e| anyhow::anyhow!("{shown}: {}", one_line(&e)))?;
+        let Config {
+            scheduler,
+            sync,
+            warehouse,
+            profiles,
+            registry,
+            log,
+            api,
+        } = raw;
+        let config = Config {
+            scheduler,
+            sync,
+            warehouse: WarehouseConfig::read(warehouse, &mut unknown_keys)
+                .map_err(|e| anyhow::anyhow!("{shown}: {e:#}"))?,
+            profiles,
+            registry,
+            log,
+            api,
+        };
+        unknown_keys.sort();
         config.check().with_context(|| format!("{shown}"))?;
         Ok(Loaded {
             config,
@@ -663,45 +848,7 @@ impl Config {
                     .replace(self.profiles.redis_url.expose(), "[url]")
             )
         })?;
-        let w = &self.warehouse;
-        w.ntz_zone()?;
-        match w.kind {
-            WarehouseKind::Parquet => {
-                if w.path.as_deref().is_none_or(|p| p.as_os_str().is_empty()) {
-                    bail!("warehouse.path: required for kind = \"parquet\"");
-                }
-            }
-            WarehouseKind::Snowflake => {
-                if w.account.as_deref().unwrap_or("").is_empty() {
-                    bail!("warehouse.account: required for kind = \"snowflake\"");
-                }
-                if w.user.as_deref().unwrap_or("").is_empty() {
-                    bail!("warehouse.user: required for kind = \"snowflake\"");
-                }
-                if let Some(b) = &w.base_url {
-                    url::Url::parse(b).map_err(|e| {
-                        anyhow::anyhow!("warehouse.base_url: `{b}` is not a URL: {e}")
-                    })?;
-                }
-                let given = [
-                    w.password.is_some(),
-                    w.password_file.is_some(),
-                    w.private_key.is_some(),
-                    w.private_key_path.is_some(),
-                ];
-                match given.iter().filter(|g| **g).count() {
-                    // Reading it now names an unreadable key or password file at
-                    // start, instead of failing every run later.
-                    0 | 1 => {
-                        w.credentials()?;
-                    }
-                    _ => bail!(
-                        "warehouse: set only one of password, password_file, private_key, private_key_path"
-                    ),
-                }
-            }
-        }
-        Ok(())
+        self.warehouse.check()
     }
 }
 
@@ -709,49 +856,66 @@ impl Config {
 /// array (`["a", "b"]`). Every other override is a plain string.
 const LIST_KEYS: &[&str] = &["registry.files", "api.tokens"];
 
-/// Applies `MATERIALIZER__SECTION__KEY=value` overrides. Values are strings,
-/// except for [`LIST_KEYS`], read as a TOML array (`["a", "b"]`).
-fn apply_env(
-    table: &mut toml::Table,
+/// The file, then the `MATERIALIZER__SECTION__KEY` variables of `env` over it,
+/// as the `config` crate's layers. Values stay text (no number or boolean
+/// guessing: `PASSWORD=12345` is the text "12345"), except for [`LIST_KEYS`].
+///
+/// The variables are picked here rather than by the crate: it lowercases names
+/// before matching the prefix (so it would also take `materializer__...`),
+/// accepts empty segments, and can split a list on a separator but not read
+/// `["a", "b"]`.
+fn layers(
+    text: &str,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<()> {
+) -> Result<::config::ConfigBuilder<::config::builder::DefaultState>> {
+    let mut plain = ::config::Map::new();
+    let mut lists = Vec::new();
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        if path.iter().any(String::is_empty) {
+        if rest.split("__").any(str::is_empty) {
             bail!("environment variable {name}: expected MATERIALIZER__SECTION__KEY");
         }
-        let value = if LIST_KEYS.contains(&path.join(".").as_str()) {
-            // The value may be secret (api.tokens): the error names the
-            // variable but never quotes the value or the parser's message.
-            toml::from_str::<toml::Table>(&format!("v = {raw}"))
-                .ok()
-                .and_then(|mut doc| doc.remove("v"))
-                .filter(toml::Value::is_array)
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "environment variable {name}: not a TOML array of strings \
-                         such as [\"a\", \"b\"]"
-                    )
-                })?
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        if LIST_KEYS.contains(&key.as_str()) {
+            lists.push((key, env_list(&name, &raw)?));
         } else {
-            toml::Value::String(raw)
-        };
-        let (last, parents) = path.split_last().expect("split yields one part");
-        let mut node = &mut *table;
-        for p in parents {
-            let entry = node
-                .entry(p.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            node = entry.as_table_mut().ok_or_else(|| {
-                anyhow::anyhow!("environment variable {name}: `{p}` is not a section")
-            })?;
+            plain.insert(name, raw);
         }
-        node.insert(last.clone(), value);
     }
-    Ok(())
+    let mut layers = ::config::Config::builder()
+        .add_source(::config::File::from_str(text, ::config::FileFormat::Toml))
+        .add_source(
+            ::config::Environment::with_prefix("MATERIALIZER")
+                .separator("__")
+                .try_parsing(false)
+                .source(Some(plain)),
+        );
+    for (key, list) in lists {
+        layers = layers.set_override(key, list)?;
+    }
+    Ok(layers)
+}
+
+/// A list key's environment value, read as a TOML array. The value may be
+/// secret (`api.tokens`): the error names the variable but never quotes the
+/// value or the parser's message.
+fn env_list(name: &str, raw: &str) -> Result<::config::Value> {
+    ::config::Config::builder()
+        .add_source(::config::File::from_str(
+            &format!("v = {raw}"),
+            ::config::FileFormat::Toml,
+        ))
+        .build()
+        .and_then(|c| c.get::<::config::Value>("v"))
+        .ok()
+        .filter(|v| matches!(v.kind, ::config::ValueKind::Array(_)))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "environment variable {name}: not a TOML array of strings such as [\"a\", \"b\"]"
+            )
+        })
 }
 
 /// A TOML syntax error as one line: position and message, without the source
@@ -775,6 +939,14 @@ fn one_line(e: &dyn fmt::Display) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A unit enum (`log.format`, `warehouse.kind`) from its name, with serde's
+/// error that lists the names (`unknown variant `xml`, expected one of ...`);
+/// the `config` crate's own enum error does not.
+fn by_name<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let name = String::deserialize(d)?;
+    T::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&name))
 }
 
 fn lenient_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -844,6 +1016,13 @@ password = "hunter2"
         )
     }
 
+    fn snowflake(c: &Config) -> &SnowflakeConfig {
+        match &c.warehouse {
+            WarehouseConfig::Snowflake(s) => s,
+            other => panic!("not snowflake: {other:?}"),
+        }
+    }
+
     #[test]
     fn defaults_fill_everything_but_the_warehouse() {
         let c = load(MINIMAL, &[]).unwrap().config;
@@ -869,7 +1048,7 @@ password = "hunter2"
         .config;
         assert_eq!(c.sync.page_rows, 7);
         assert_eq!(c.scheduler.interval, Duration::from_secs(30));
-        assert_eq!(c.warehouse.password.unwrap().expose(), "12345");
+        assert_eq!(snowflake(&c).password.as_ref().unwrap().expose(), "12345");
         assert_eq!(c.registry.files, vec!["a/*.json", "b.toml"]);
     }
 
@@ -966,7 +1145,10 @@ password = "hunter2"
         )
         .unwrap()
         .config;
-        assert_eq!(c.warehouse.password.unwrap().expose(), "12345678");
+        assert_eq!(
+            snowflake(&c).password.as_ref().unwrap().expose(),
+            "12345678"
+        );
         let tokens: Vec<&str> = c.api.tokens.iter().map(Secret::expose).collect();
         assert_eq!(tokens, ["123", "true", "1.0"]);
     }
@@ -1000,7 +1182,7 @@ password = "hunter2"
             let c = load(MINIMAL, &[("MATERIALIZER__WAREHOUSE__PASSWORD", raw)])
                 .unwrap()
                 .config;
-            assert_eq!(c.warehouse.password.unwrap().expose(), raw);
+            assert_eq!(snowflake(&c).password.as_ref().unwrap().expose(), raw);
         }
     }
 
@@ -1054,5 +1236,112 @@ password = "hunter2"
                 && !e.contains('\n'),
             "{e}"
         );
+    }
+
+    const PARQUET: &str = "[warehouse]\nkind = \"parquet\"\npath = \"data\"\n";
+
+    #[test]
+    fn a_snowflake_key_under_kind_parquet_is_an_unknown_key() {
+        let l = load(
+            &format!("{PARQUET}account = \"xy12345\"\npassword = \"hunter2\"\n"),
+            &[("MATERIALIZER__WAREHOUSE__QUERY_TIMEOUT", "5s")],
+        )
+        .unwrap();
+        assert_eq!(
+            l.unknown_keys,
+            [
+                "warehouse.account",
+                "warehouse.password",
+                "warehouse.query_timeout"
+            ]
+        );
+        match l.config.warehouse {
+            WarehouseConfig::Parquet(p) => assert_eq!(p.path, Path::new("data")),
+            other => panic!("{other:?}"),
+        }
+        // The same keys are the kind's own under kind = "snowflake".
+        let l = load(&format!("{MINIMAL}query_timeout = \"5s\"\n"), &[]).unwrap();
+        assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+    }
+
+    #[test]
+    fn errors_inside_the_warehouse_section_name_the_key() {
+        for (text, key) in [
+            (
+                format!("{MINIMAL}query_timeout = \"5 parsecs\"\n"),
+                "warehouse.query_timeout",
+            ),
+            (MINIMAL.replace("snowflake", "snowflak"), "warehouse.kind"),
+            (
+                "[warehouse]\npath = \"data\"\n".to_string(),
+                "warehouse.kind",
+            ),
+            (
+                PARQUET.replace("path = \"data\"", "path = \"\""),
+                "warehouse.path",
+            ),
+        ] {
+            let e = format!("{:#}", load(&text, &[]).err().expect(&text));
+            assert!(e.contains(key) && !e.contains('\n'), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_through_the_crate() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("MATERIALIZER__WAREHOUSE__QUERY_TIMEOUT", "45s"),
+                ("MATERIALIZER__WAREHOUSE__ROLE", "SIGNALS_ROLE"),
+                ("MATERIALIZER__API__MAX_CONNECTIONS", "9"),
+                ("MATERIALIZER__PROFILES__PROJECT", "shop"),
+                // Names are matched as written, as before: not this one.
+                ("materializer__sync__page_rows", "1"),
+            ],
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.api.max_connections, 9);
+        assert_eq!(c.profiles.project, "shop");
+        assert_eq!(c.sync.page_rows, 50_000);
+        let s = snowflake(&c);
+        assert_eq!(s.query_timeout, Duration::from_secs(45));
+        assert_eq!(s.role.as_deref(), Some("SIGNALS_ROLE"));
+        assert_eq!(s.account, "xy12345");
+        // The environment can switch the kind; the file's other keys then
+        // become unknown keys of the new kind.
+        let l = load(
+            MINIMAL,
+            &[
+                ("MATERIALIZER__WAREHOUSE__KIND", "parquet"),
+                ("MATERIALIZER__WAREHOUSE__PATH", "data"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(l.config.warehouse.kind(), WarehouseKind::Parquet);
+        assert_eq!(
+            l.unknown_keys,
+            ["warehouse.account", "warehouse.password", "warehouse.user"]
+        );
+    }
+
+    #[test]
+    fn numeric_looking_env_password_stays_text() {
+        for raw in ["12345", "0012345", "1e3", "-0", "true", "1_000"] {
+            let c = load(MINIMAL, &[("MATERIALIZER__WAREHOUSE__PASSWORD", raw)])
+                .unwrap()
+                .config;
+            assert_eq!(snowflake(&c).password.as_ref().unwrap().expose(), raw);
+        }
+    }
+
+    #[test]
+    fn the_derived_tagged_form_reads_what_the_loader_reads() {
+        for text in [MINIMAL, PARQUET] {
+            let loaded = load(text, &[]).unwrap().config.warehouse;
+            let table: toml::Table = toml::from_str(text).unwrap();
+            let derived: WarehouseConfig = table["warehouse"].clone().try_into().unwrap();
+            assert_eq!(format!("{derived:?}"), format!("{loaded:?}"));
+        }
     }
 }

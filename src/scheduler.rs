@@ -120,7 +120,7 @@ pub async fn run_once<'v>(
     stop: &CancellationToken,
 ) -> Vec<(&'v View, Option<(RunRecord, Result<(), RunError>)>)> {
     let permits = Semaphore::new(max_concurrent_views);
-    futures::future::join_all(views.iter().map(|view| {
+    let ran = futures::future::join_all(views.iter().map(|view| {
         let permits = &permits;
         async move {
             if !view.online {
@@ -130,7 +130,9 @@ pub async fn run_once<'v>(
             (view, Some(ran))
         }
     }))
-    .await
+    .await;
+    runner.warehouse.finish().await;
+    ran
 }
 
 /// Delay before retry number `failures` (1-based): doubling from `initial`,
@@ -294,7 +296,9 @@ impl Scheduler {
                 "shutdown grace elapsed; abandoning runs (their watermarks were not committed)"
             );
             tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
         }
+        self.runner.warehouse.finish().await;
         Ok(())
     }
 

@@ -38,6 +38,8 @@ mod reliability;
 mod secrets;
 #[path = "main/snowflake_keyset_e2e.rs"]
 mod snowflake_keyset_e2e;
+#[path = "main/snowflake_long_statements.rs"]
+mod snowflake_long_statements;
 #[path = "main/sync_e2e.rs"]
 mod sync_e2e;
 #[path = "main/type_matrix.rs"]

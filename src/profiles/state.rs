@@ -28,6 +28,7 @@
 //! Assumes the prefix and project contain no `{`: the hash tag must be the view id.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -159,6 +160,11 @@ redis.call('INCR', KEYS[4])
 redis.call('DEL', KEYS[5], KEYS[6], KEYS[8])
 redis.call('RPUSH', KEYS[7], cur)
 return 1";
+
+static REGISTRY_PUT_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(REGISTRY_PUT));
+static REGISTRY_DELETE_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(REGISTRY_DELETE));
 
 const COMMIT_RUN: &str = r"
 -- KEYS: lease, rev, wm, full, retired
@@ -296,6 +302,25 @@ impl ProfileStore {
         Ok(c.hget(self.keys.views(), id.to_string()).await?)
     }
 
+    /// A registry-changing script with the keys every such change touches, in
+    /// the order the scripts name them: views, registry_rev, gen, rev, wm,
+    /// full, retired.
+    fn registry_change(
+        &self,
+        script: &'static redis::Script,
+        id: &ViewId,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut inv = script.prepare_invoke();
+        inv.key(self.keys.views())
+            .key(self.keys.registry_rev())
+            .key(self.keys.view(id, "gen"))
+            .key(self.keys.view(id, "rev"))
+            .key(self.keys.view(id, "wm"))
+            .key(self.keys.view(id, "full"))
+            .key(self.keys.view(id, "retired"));
+        inv
+    }
+
     /// Sets a registry entry if it still is `expected` (`None`: absent);
     /// false when somebody changed it first (read again and decide again).
     pub async fn registry_put(
@@ -306,14 +331,8 @@ impl ProfileStore {
         change: Change,
     ) -> Result<bool> {
         let mut c = self.conn.clone();
-        let done: i64 = redis::Script::new(REGISTRY_PUT)
-            .key(self.keys.views())
-            .key(self.keys.registry_rev())
-            .key(self.keys.view(id, "gen"))
-            .key(self.keys.view(id, "rev"))
-            .key(self.keys.view(id, "wm"))
-            .key(self.keys.view(id, "full"))
-            .key(self.keys.view(id, "retired"))
+        let done: i64 = self
+            .registry_change(&REGISTRY_PUT_SCRIPT, id)
             .arg(id.to_string())
             .arg(expected.unwrap_or(""))
             .arg(entry)
@@ -331,14 +350,8 @@ impl ProfileStore {
     /// view's watermark, last full read and last run; false when it changed.
     pub async fn registry_delete(&self, id: &ViewId, expected: &str) -> Result<bool> {
         let mut c = self.conn.clone();
-        let done: i64 = redis::Script::new(REGISTRY_DELETE)
-            .key(self.keys.views())
-            .key(self.keys.registry_rev())
-            .key(self.keys.view(id, "gen"))
-            .key(self.keys.view(id, "rev"))
-            .key(self.keys.view(id, "wm"))
-            .key(self.keys.view(id, "full"))
-            .key(self.keys.view(id, "retired"))
+        let done: i64 = self
+            .registry_change(&REGISTRY_DELETE_SCRIPT, id)
             .key(self.keys.view(id, "run"))
             .arg(id.to_string())
             .arg(expected)

@@ -224,6 +224,11 @@ pub trait Warehouse: Send + Sync {
     /// Cheap round trip proving the warehouse answers (used by `check` and `/readyz`).
     async fn ping(&self) -> Result<()>;
 
+    /// Before the process exits: lets cleanup that runs in the background
+    /// (cancelling abandoned statements, so they stop billing) finish, within
+    /// a couple of seconds.
+    async fn finish(&self) {}
+
     /// The zone TIMESTAMP_NTZ wall times are in unless a view's batch source
     /// says otherwise (`warehouse.ntz_time_zone`).
     fn ntz_time_zone(&self) -> zone::Tz {
@@ -235,15 +240,15 @@ pub trait Warehouse: Send + Sync {
 pub fn build(
     cfg: &crate::config::WarehouseConfig,
 ) -> anyhow::Result<std::sync::Arc<dyn Warehouse>> {
-    match cfg.kind {
-        crate::config::WarehouseKind::Snowflake => Ok(std::sync::Arc::new(
-            snowflake::SnowflakeWarehouse::new(cfg)?,
-        )),
-        crate::config::WarehouseKind::Parquet => Ok(std::sync::Arc::new(
-            parquet::ParquetWarehouse::new(cfg.path.clone().unwrap_or_default())
-                .with_ntz_time_zone(cfg.ntz_zone()?),
-        )),
-    }
+    use crate::config::WarehouseConfig;
+    Ok(match cfg {
+        WarehouseConfig::Parquet(c) => {
+            std::sync::Arc::new(parquet::ParquetWarehouse::from_config(c)?)
+        }
+        WarehouseConfig::Snowflake(c) => {
+            std::sync::Arc::new(snowflake::SnowflakeWarehouse::new(c)?)
+        }
+    })
 }
 
 /// Finds a column the way Snowflake resolves an unquoted identifier: an exact

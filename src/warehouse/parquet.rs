@@ -78,6 +78,11 @@ impl ParquetWarehouse {
         }
     }
 
+    /// The backend `warehouse.kind = "parquet"` configures.
+    pub fn from_config(cfg: &crate::config::ParquetConfig) -> anyhow::Result<Self> {
+        Ok(ParquetWarehouse::new(&cfg.path).with_ntz_time_zone(cfg.ntz_zone()?))
+    }
+
     /// Timestamps without a zone are wall times in `zone` (see [`Warehouse::ntz_time_zone`]).
     pub fn with_ntz_time_zone(self, zone: super::zone::Tz) -> Self {
         ParquetWarehouse {

@@ -20,11 +20,18 @@
 //! Works around the crate's pitfalls: every call has a timeout; requests go
 //! through our own HTTP client (timeouts, no blind retries of POSTs, optional
 //! base-URL rewrite of account-host requests for proxies, private endpoints and
-//! tests); URLs in errors lose their query strings (pre-signed chunk URLs carry
+//! tests); statements running past Snowflake's ~45 s answer window are polled
+//! at their result URL, and a statement abandoned before its answer (the
+//! timeout, a shutdown, a dropped run) is cancelled (`statements`); URLs in
+//! errors lose their query strings (pre-signed chunk URLs carry
 //! credentials there); the session is
 //! rebuilt after any transient failure, since the crate never logs in again by
 //! itself. Assumes the crate's `log` output is kept at info or above by the
 //! logging setup (at debug it prints session tokens).
+
+mod statements;
+
+pub use statements::settle_aborts;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,7 +53,7 @@ use super::{
     decode, sql, Column, ColumnType, Nanos, NullKeyRows, Page, Result, TableRef, TypeKind,
     Warehouse, WarehouseError,
 };
-use crate::config::{Credentials, WarehouseConfig};
+use crate::config::{Credentials, SnowflakeConfig};
 use crate::model::FieldType;
 
 /// Rewrites the scheme, host and port of requests to the Snowflake account
@@ -87,6 +94,26 @@ impl Middleware for BaseUrl {
         next.run(req, extensions).await
     }
 }
+
+/// The HTTP client handed to the crate: [`statements::LongStatements`] (polls
+/// handed-off statements, cancels abandoned ones), then [`BaseUrl`] when a
+/// base URL is configured. Aborts go out through the same client, without the
+/// polling.
+fn http_client(http: reqwest::Client, base_url: Option<&url::Url>) -> ClientWithMiddleware {
+    let with_base = |builder: reqwest_middleware::ClientBuilder| match base_url {
+        Some(base) => builder.with(BaseUrl(base.clone())),
+        None => builder,
+    };
+    let aborts = with_base(reqwest_middleware::ClientBuilder::new(http.clone())).build();
+    with_base(
+        reqwest_middleware::ClientBuilder::new(http).with(statements::LongStatements::new(aborts)),
+    )
+    .build()
+}
+
+/// How long a failed statement waits for the cancellation of a statement it
+/// abandoned (at most `warehouse.query_timeout`).
+const ABORT_WAIT: Duration = Duration::from_secs(2);
 
 /// Everything needed to log in again; the credential stays wrapped in `Secret`.
 struct Login {
@@ -155,7 +182,8 @@ impl std::fmt::Debug for SnowflakeWarehouse {
 }
 
 impl SnowflakeWarehouse {
-    pub fn new(cfg: &WarehouseConfig) -> anyhow::Result<Self> {
+    /// A client for `cfg` (reads the credential now; logs in on first use).
+    pub fn new(cfg: &SnowflakeConfig) -> anyhow::Result<Self> {
         let base_url = cfg
             .base_url
             .as_deref()
@@ -164,8 +192,8 @@ impl SnowflakeWarehouse {
             .map_err(|e| anyhow::anyhow!("warehouse.base_url: {e}"))?;
         Ok(SnowflakeWarehouse {
             login: Login {
-                account: cfg.account.clone().unwrap_or_default(),
-                user: cfg.user.clone().unwrap_or_default(),
+                account: cfg.account.clone(),
+                user: cfg.user.clone(),
                 credentials: cfg.credentials()?,
                 role: cfg.role.clone(),
                 warehouse: cfg.warehouse.clone(),
@@ -188,10 +216,7 @@ impl SnowflakeWarehouse {
             .gzip(true)
             .build()
             .map_err(|e| WarehouseError::Permanent(format!("HTTP client: {e}")))?;
-        let mut client = reqwest_middleware::ClientBuilder::new(http);
-        if let Some(base) = &l.base_url {
-            client = client.with(BaseUrl(base.clone()));
-        }
+        let client = http_client(http, l.base_url.as_ref());
         let auth_type = match &l.credentials {
             Credentials::Password(p) => AuthType::Password(PasswordArgs {
                 password: p.expose().to_string(),
@@ -209,7 +234,6 @@ impl SnowflakeWarehouse {
             role: l.role.clone(),
             auth_type,
         };
-        let client: ClientWithMiddleware = client.build();
         SnowflakeApiBuilder::new(auth)
             .with_client(client)
             .build()
@@ -226,12 +250,17 @@ impl SnowflakeWarehouse {
         Ok(api)
     }
 
-    /// Runs one statement with a timeout; after a transient failure the
-    /// session is dropped so the next statement logs in again.
+    /// Runs one statement with a timeout (polling it past Snowflake's answer
+    /// window, see `statements`); after a transient failure the session is
+    /// dropped so the next statement logs in again. A statement abandoned at
+    /// the timeout is cancelled, and the call waits a moment for that.
     pub async fn exec(&self, sql: &str) -> Result<QueryResult> {
         let api = self.api().await?;
         let timeout = self.login.timeout;
-        let outcome = match tokio::time::timeout(timeout, api.exec(sql)).await {
+        // Bound to a variable so the statement's future (and its abort guard)
+        // is dropped here, before waiting for the abort.
+        let answered = tokio::time::timeout(timeout, api.exec(sql)).await;
+        let outcome = match answered {
             Ok(Ok(r)) => return Ok(r),
             Ok(Err(e)) => classify(e),
             Err(_) => WarehouseError::Transient(format!(
@@ -240,6 +269,10 @@ impl SnowflakeWarehouse {
             )),
         };
         if outcome.is_retryable() {
+            // A timeout or a failed transfer abandons the statement: let its
+            // cancellation go out before the error does (a one-shot command
+            // may exit right after it).
+            settle_aborts(ABORT_WAIT.min(timeout)).await;
             let mut guard = self.api.lock().await;
             if guard.as_ref().is_some_and(|a| Arc::ptr_eq(a, &api)) {
                 *guard = None;
@@ -496,6 +529,10 @@ impl Warehouse for SnowflakeWarehouse {
         self.exec("SELECT 1").await.map(|_| ())
     }
 
+    async fn finish(&self) {
+        statements::settle_aborts(std::time::Duration::from_secs(2)).await;
+    }
+
     fn ntz_time_zone(&self) -> super::zone::Tz {
         self.ntz_time_zone
     }
@@ -684,8 +721,7 @@ fn classify_unredacted(e: SnowflakeApiError) -> WarehouseError {
             "Snowflake request failed: {}{}",
             r,
             if r.to_string().contains("expected value") || r.to_string().contains("missing field") {
-                " (an unreadable reply; queries running longer than ~45s return one, \
-                 consider a smaller sync.page_rows)"
+                " (an unreadable reply)"
             } else {
                 ""
             }

@@ -1,5 +1,5 @@
 //! The HTTP API under hostile input and load, against the real daemon binary
-//! (a rig's Redis and the shared fakesnow server).
+//! (a Snowflake world's Redis and the shared fakesnow server).
 //!
 //! One test sends several hundred requests generated from a seeded RNG
 //! (`HOSTILE_SEED` overrides the seed) and fixed lists: huge names, control
@@ -15,9 +15,6 @@
 //! (names without limits; loose versions, flags and entity names; bodiless
 //! 405s; two `Authorization` headers).
 
-mod rig;
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -27,9 +24,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
-use rig::{view_json, Daemon, Rig, BASE_CONFIG, WH_PASSWORD};
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::fixtures::{api_comes_up, view_json, Daemon, SnowflakeWorld};
+use crate::support;
 
 const TOKEN: &str = "hostile-token-Vq7pX2mK";
 /// No answer may take longer.
@@ -40,29 +39,31 @@ const SEED: u64 = 0x5eed_4a11;
 
 /// A daemon serving the API with [`TOKEN`].
 struct Api {
-    rig: Rig,
+    world: SnowflakeWorld,
     daemon: Daemon,
     addr: SocketAddr,
     http: reqwest::Client,
 }
 
 impl Api {
-    /// A daemon on a fresh rig; with `table`, a synced view of that name
+    /// A daemon on a fresh world; with `table`, a synced view of that name
     /// (entity `user_id`, 20 entities, 100 rows) converged before returning.
     async fn start(table: Option<&str>) -> Api {
-        let mut rig = Rig::shared().await;
+        let mut world = SnowflakeWorld::shared().await;
         if let Some(view) = table {
-            let t = rig.add_table(view, 20).await;
-            rig.insert(t, 100).await;
+            let t = world.add_table(view, 20).await;
+            world.insert(t, 100).await;
         }
         let port = support::free_port();
-        rig.write_config(
-            &format!("{BASE_CONFIG}[api]\nlisten = \"127.0.0.1:{port}\"\ntokens = [\"{TOKEN}\"]\n"),
-            &format!("password = \"{WH_PASSWORD}\""),
+        world.write_config(
+            &world
+                .fast_config()
+                .set("api.listen", format!("127.0.0.1:{port}"))
+                .set("api.tokens", [TOKEN]),
         );
-        let daemon = rig.spawn("daemon", &["run"], &[]);
+        let daemon = world.spawn("daemon", &["run"], &[]);
         let api = Api {
-            rig,
+            world,
             daemon,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             http: reqwest::Client::builder()
@@ -70,18 +71,14 @@ impl Api {
                 .build()
                 .unwrap(),
         };
-        let up = support::wait_for(Duration::from_secs(30), || async {
-            api.http
-                .get(api.url("/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-        assert!(up, "the API never answered:\n{}", api.daemon.log_text());
+        assert!(
+            api_comes_up(&api.url("")).await,
+            "the API never answered:\n{}",
+            api.daemon.log_text()
+        );
         if table.is_some() {
             assert!(
-                api.rig.wait_converged(0, Duration::from_secs(30)).await,
+                api.world.wait_converged(0, Duration::from_secs(30)).await,
                 "the synced view never converged:\n{}",
                 api.daemon.log_text()
             );
@@ -145,7 +142,7 @@ fn with(base: &Json, at: &str, value: Json) -> Json {
 #[tokio::test(flavor = "multi_thread")]
 async fn names_without_limits_are_refused_422_naming_the_key_and_nothing_is_stored() {
     let api = Api::start(None).await;
-    let base = view_json("named", &api.rig.db, "EVENTS");
+    let base = view_json("named", &api.world.db, "EVENTS");
     let megabyte = "n".repeat(1_000_000);
     let many_fields: Vec<Json> = (0..=MAX_FIELDS)
         .map(|i| json!({"name": format!("F{i}"), "type": "int64"}))
@@ -242,7 +239,7 @@ impl Tap for Json {
 #[tokio::test(flavor = "multi_thread")]
 async fn loose_versions_flags_and_entity_names_are_refused_naming_the_field() {
     let api = Api::start(None).await;
-    let view = view_json("strict", &api.rig.db, "EVENTS").tap(|v| v["online"] = json!(false));
+    let view = view_json("strict", &api.world.db, "EVENTS").tap(|v| v["online"] = json!(false));
     let put = "/api/v1/registry/views/strict/versions/1";
     let (status, body) = api.call(Method::PUT, put, Some(&view)).await;
     assert_eq!(status, 200, "{body}");
@@ -1467,8 +1464,8 @@ async fn hostile_requests_get_prompt_4xx_answers_and_the_daemon_keeps_syncing() 
     assert_eq!(before_views.len(), 1, "{before_views:?}");
 
     let mut rng = StdRng::seed_from_u64(seed);
-    let table = api.rig.tables[0].table.clone();
-    let cases = cases(&mut rng, &api.rig.db, &table, view);
+    let table = api.world.tables[0].table.clone();
+    let cases = cases(&mut rng, &api.world.db, &table, view);
     let total = cases.len();
     assert!(total >= 500, "only {total} cases");
     let client = reqwest::Client::builder()
@@ -1576,9 +1573,9 @@ async fn hostile_requests_get_prompt_4xx_answers_and_the_daemon_keeps_syncing() 
     }
 
     // Still syncing: new rows converge.
-    api.rig.insert(0, 60).await;
+    api.world.insert(0, 60).await;
     assert!(
-        api.rig.wait_converged(0, Duration::from_secs(30)).await,
+        api.world.wait_converged(0, Duration::from_secs(30)).await,
         "the view stopped converging:\n{}",
         api.daemon.log_text()
     );

@@ -5,55 +5,44 @@
 //! neither `/healthz` nor the sync starves; a kept-alive connection that
 //! sends nothing is closed after the idle timeout (not the header timeout).
 
-mod rig;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use rig::{Daemon, Rig, BASE_CONFIG, WH_PASSWORD};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::fixtures::{api_comes_up, healthz, Daemon, SnowflakeWorld};
+use crate::support;
 
 const MAX_CONNECTIONS: usize = 32;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 const SLOW_CONNECTIONS: usize = 300;
 
-/// A rig with one synced view and a daemon serving the API with small limits.
-async fn start() -> (Rig, usize, Daemon, u16) {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("limits", 20).await;
-    rig.insert(t, 100).await;
+/// A world with one synced view and a daemon serving the API with small limits.
+async fn start() -> (SnowflakeWorld, usize, Daemon, u16) {
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("limits", 20).await;
+    w.insert(t, 100).await;
     let port = support::free_port();
-    rig.write_config(
-        &format!(
-            "{BASE_CONFIG}[api]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = {MAX_CONNECTIONS}\n\
-             header_read_timeout = \"1s\"\nidle_timeout = \"2s\"\n"
-        ),
-        &format!("password = \"{WH_PASSWORD}\""),
+    w.write_config(
+        &w.fast_config()
+            .set("api.listen", format!("127.0.0.1:{port}"))
+            .set("api.max_connections", MAX_CONNECTIONS)
+            .set("api.header_read_timeout", "1s")
+            .set("api.idle_timeout", "2s"),
     );
-    let daemon = rig.spawn("daemon", &["run"], &[]);
-    let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
+    let daemon = w.spawn("daemon", &["run"], &[]);
     assert!(
-        support::wait_for(Duration::from_secs(30), || healthz(&client, &base)).await,
+        api_comes_up(&format!("http://127.0.0.1:{port}")).await,
         "the API never came up; log:\n{}",
         daemon.log_text()
     );
     assert!(
-        rig.wait_converged(t, Duration::from_secs(30)).await,
+        w.wait_converged(t, Duration::from_secs(30)).await,
         "the first sync never converged; log:\n{}",
         daemon.log_text()
     );
-    (rig, t, daemon, port)
-}
-
-async fn healthz(client: &reqwest::Client, base: &str) -> bool {
-    client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
+    (w, t, daemon, port)
 }
 
 /// Entries in `/proc/{pid}/fd`: the descriptors the daemon holds.
@@ -119,7 +108,7 @@ async fn get_healthz_keep_alive(s: &mut TcpStream) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_finish_their_headers_are_closed_capped_and_starve_neither_health_nor_sync(
 ) {
-    let (mut rig, t, daemon, port) = start().await;
+    let (mut w, t, daemon, port) = start().await;
     let pid = daemon.pid();
     let before = open_fds(pid);
 
@@ -153,7 +142,7 @@ async fn connections_that_never_finish_their_headers_are_closed_capped_and_starv
     }
 
     // While they are open, the sync goes on...
-    rig.insert(t, 100).await;
+    w.insert(t, 100).await;
     // ...and /healthz from a fresh connection answers once the slow ones
     // ahead of it in the backlog have had their header timeout.
     let asked = Instant::now();
@@ -169,7 +158,7 @@ async fn connections_that_never_finish_their_headers_are_closed_capped_and_starv
         daemon.log_text()
     );
     assert!(
-        rig.wait_converged(t, Duration::from_secs(30)).await,
+        w.wait_converged(t, Duration::from_secs(30)).await,
         "the sync stopped while slow connections were open; log:\n{}",
         daemon.log_text()
     );
@@ -214,7 +203,7 @@ async fn connections_that_never_finish_their_headers_are_closed_capped_and_starv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_alive_connection_is_closed_after_idle_timeout_and_a_started_request_after_header_timeout(
 ) {
-    let (_rig, _t, daemon, port) = start().await;
+    let (_w, _t, daemon, port) = start().await;
 
     // Idle after a response: closed after idle_timeout (2s), not header_read_timeout (1s).
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();

@@ -6,21 +6,16 @@
 //! operational endpoints. Real Redis and the fakesnow server come from
 //! `tests/support`.
 
-mod support;
-
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::Engine;
 use materializer::profiles::feast;
 use redis::AsyncCommands;
 use serde_json::{json, Value as Json};
-use support::{materializer_bin, scratch_dir, unique_name, RedisServer, SnowflakeServer};
 
-const TABLE: &str = "SNOWPLOW_ECOMMERCE_TRANSACTION_INTERACTIONS_FEATURES";
-const VIEW: &str = "ecommerce_transaction_interactions_features";
+use crate::fixtures::{api_comes_up, Daemon, Row, SnowflakeWorld, SEED_VIEW as VIEW};
+use crate::support::{self, unique_name};
 
 /// A JWT-shaped token: the SDK decodes (never verifies) whatever bearer it
 /// holds, so the token the daemon accepts must parse as a JWT.
@@ -34,154 +29,64 @@ fn jwt(subject: &str) -> String {
     )
 }
 
-/// The python of `scripts/python-env.sh NAME` (created once per venv).
-fn venv_python(name: &'static str) -> PathBuf {
-    static PYTHONS: OnceLock<std::sync::Mutex<std::collections::HashMap<&str, PathBuf>>> =
-        OnceLock::new();
-    let mut all = PYTHONS.get_or_init(Default::default).lock().unwrap();
-    all.entry(name)
-        .or_insert_with(|| {
-            let out = std::process::Command::new("bash")
-                .arg(support::project_root().join("scripts/python-env.sh"))
-                .arg(name)
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run scripts/python-env.sh");
-            assert!(out.status.success(), "python-env.sh {name} failed");
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        })
-        .clone()
-}
-
-/// A daemon serving the API over a fresh Redis and its own warehouse database.
-struct Daemon {
-    sf: &'static SnowflakeServer,
-    redis: RedisServer,
-    db: String,
-    dir: PathBuf,
+/// A daemon serving the API over a world with the seed table; the seed view
+/// is not registered (the tests apply it).
+struct Api {
+    daemon: Daemon,
+    world: SnowflakeWorld,
     /// The seed view document, pointed at this test's database.
     view_file: PathBuf,
     url: String,
     token: String,
-    child: Option<Child>,
 }
 
-impl Daemon {
-    async fn start() -> Daemon {
-        Daemon::start_with(&[]).await
+impl Api {
+    async fn start() -> Api {
+        Api::start_with(&[]).await
     }
 
     /// A daemon with extra environment (config overrides).
-    async fn start_with(env: &[(&str, &str)]) -> Daemon {
-        let sf = SnowflakeServer::shared();
-        let redis = RedisServer::start();
-        let db = unique_name("API");
-        let dir = scratch_dir("api");
-        sf.exec_in(
-            &db,
-            "SIGNALS",
-            &[&format!(
-                r#"CREATE TABLE "{TABLE}" ("DOMAIN_USERID" VARCHAR, "TOTAL_TRANSACTIONS" NUMBER(38,0),
-                   "TOTAL_REVENUE" NUMBER(38,0), "AVG_TRANSACTION_REVENUE" NUMBER(38,0), "UPDATED_AT" TIMESTAMP_NTZ)"#
-            )],
-        )
-        .await;
-        let mut view: Json = serde_json::from_str(
-            &std::fs::read_to_string(
-                support::project_root().join(format!("config/views/{VIEW}.json")),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        view["batch_source"]["database"] = json!(db);
-        let view_file = dir.join("view.json");
+    async fn start_with(env: &[(&str, &str)]) -> Api {
+        let world = SnowflakeWorld::shared().await;
+        let view = world.add_seed_table().await;
+        let view_file = world.dir.join("view.json");
         std::fs::write(&view_file, view.to_string()).unwrap();
         let port = support::free_port();
         let token = jwt(&unique_name("token"));
-        let config = dir.join("materializer.toml");
         // A long interval: any sync seen here was started by the API, not a tick.
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[scheduler]
-interval = "1h"
-shutdown_grace = "10s"
-[warehouse]
-kind = "snowflake"
-account = "testacct"
-user = "SIGNALS"
-password = "test-password"
-database = "{db}"
-base_url = "{base}"
-query_timeout = "30s"
-[profiles]
-redis_url = "{redis}"
-[api]
-listen = "127.0.0.1:{port}"
-[log]
-format = "text"
-"#,
-                base = sf.base_url,
-                redis = redis.url,
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new(materializer_bin())
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .current_dir(&dir)
-            // Through the environment, as a container would pass it.
-            .env(
-                "MATERIALIZER__API__TOKENS",
-                format!(r#"["other-token", "{token}"]"#),
-            )
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            sf,
-            redis,
-            db,
-            dir,
+        world.write_config(
+            &world
+                .config()
+                .unset("registry")
+                .set("scheduler.interval", "1h")
+                .set("scheduler.shutdown_grace", "10s")
+                .set("api.listen", format!("127.0.0.1:{port}")),
+        );
+        // The tokens come through the environment, as a container would pass them.
+        let tokens = format!(r#"["other-token", "{token}"]"#);
+        let env = [&[("MATERIALIZER__API__TOKENS", tokens.as_str())], env].concat();
+        let daemon = world.spawn("daemon", &["run"], &env);
+        let url = format!("http://127.0.0.1:{port}");
+        assert!(
+            api_comes_up(&url).await,
+            "the API never answered /healthz; log:\n{}",
+            daemon.log_text()
+        );
+        Api {
+            daemon,
+            world,
             view_file,
-            url: format!("http://127.0.0.1:{port}"),
+            url,
             token,
-            child: Some(child),
-        };
-        let up = support::wait_for(Duration::from_secs(30), || async {
-            reqwest::get(format!("{}/healthz", d.url))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-        assert!(up, "the API never answered /healthz; log:\n{}", d.log());
-        d
+        }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+        self.daemon.log_text()
     }
 
-    /// (DOMAIN_USERID, TOTAL_TRANSACTIONS, TOTAL_REVENUE, AVG_TRANSACTION_REVENUE, UPDATED_AT)
-    async fn insert(&self, rows: &[(&str, i64, i64, i64, &str)]) {
-        let values: Vec<String> = rows
-            .iter()
-            .map(|(e, t, r, a, ts)| format!("('{e}', {t}, {r}, {a}, '{ts}')"))
-            .collect();
-        self.sf
-            .exec_in(
-                &self.db,
-                "SIGNALS",
-                &[&format!(
-                    r#"INSERT INTO "{TABLE}" VALUES {}"#,
-                    values.join(", ")
-                )],
-            )
-            .await;
+    async fn insert(&self, rows: &[Row<'_>]) {
+        self.world.insert_seed(rows).await;
     }
 
     /// Runs one `signals_sdk.py` (SDK 0.1.5) command with `token`; returns its JSON.
@@ -199,7 +104,7 @@ format = "text"
     }
 
     async fn script(&self, venv: &'static str, script: &str, token: &str, args: &[&str]) -> Json {
-        let python = tokio::task::spawn_blocking(move || venv_python(venv))
+        let python = tokio::task::spawn_blocking(move || support::venv_python(venv))
             .await
             .unwrap();
         let out = tokio::process::Command::new(python)
@@ -282,32 +187,7 @@ format = "text"
 
     /// SIGTERM, then the exit status (within 20 s).
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("daemon running");
-        assert!(std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("daemon did not stop on SIGTERM; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.daemon.terminate(Duration::from_secs(20))
     }
 }
 
@@ -328,11 +208,11 @@ fn paths(calls: &Json) -> Vec<(String, String, u64)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sdk_applies_the_seed_view_twice_reads_the_synced_values_and_sigterm_exits_0() {
-    let mut d = Daemon::start().await;
+    let mut d = Api::start().await;
     d.insert(&[
-        ("u1", 5, 100, 20, "2024-05-01 09:00:00"),
-        ("u1", 12, 340, 28, "2024-05-01 10:00:00"),
-        ("u2", 3, 30, 10, "2024-05-01 10:00:00"),
+        (Some("u1"), 5, 100, 20, Some("2024-05-01 09:00:00")),
+        (Some("u1"), 12, 340, 28, Some("2024-05-01 10:00:00")),
+        (Some("u2"), 3, 30, 10, Some("2024-05-01 10:00:00")),
     ])
     .await;
     let token = d.token.clone();
@@ -415,70 +295,57 @@ async fn sdk_applies_the_seed_view_twice_reads_the_synced_values_and_sigterm_exi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_views_are_refused_naming_the_problem_and_nothing_is_stored() {
-    let d = Daemon::start().await;
+    let d = Api::start().await;
     let token = d.token.clone();
     let view_file = d.view_file.display().to_string();
 
-    let bad_type = d
-        .sdk(&token, &["apply_invalid", "bad_type", &view_file])
-        .await;
-    assert_eq!(bad_type["error"]["status"], 422, "{bad_type}");
-    let msg = bad_type["error"]["message"]["detail"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        msg.contains("TOTAL_TRANSACTIONS") && msg.contains("unknown type `int128`"),
-        "{bad_type}"
-    );
-
-    let no_ts = d
-        .sdk(&token, &["apply_invalid", "no_timestamp_field", &view_file])
-        .await;
-    assert_eq!(no_ts["error"]["status"], 422, "{no_ts}");
-    let msg = no_ts["error"]["message"]["detail"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        msg.contains("batch_source.timestamp_field: required"),
-        "{no_ts}"
-    );
-
-    let post = |body: Vec<u8>| d.call("POST", "/api/v1/registry/views/", Some(body), Some(&token));
-    let (status, body) = post(b"{\"name\": ".to_vec()).await;
-    assert_eq!(status, 400);
-    assert!(
-        body["detail"].as_str().unwrap().contains("not valid JSON"),
-        "{body}"
-    );
-    let (status, body) = post(vec![b' '; 2 << 20]).await;
-    assert_eq!(status, 400);
-    assert!(
-        body["detail"].as_str().unwrap().contains("larger than"),
-        "{body}"
-    );
-
-    let mut doc = d.view_doc();
-    doc["owner"] = json!("data team");
-    let (status, body) = post(doc.to_string().into_bytes()).await;
-    assert_eq!(status, 422);
-    assert!(
-        body["detail"]
+    for (invalid, want) in [
+        (
+            "bad_type",
+            &["TOTAL_TRANSACTIONS", "unknown type `int128`"][..],
+        ),
+        (
+            "no_timestamp_field",
+            &["batch_source.timestamp_field: required"],
+        ),
+    ] {
+        let got = d.sdk(&token, &["apply_invalid", invalid, &view_file]).await;
+        assert_eq!(got["error"]["status"], 422, "{got}");
+        let msg = got["error"]["message"]["detail"]
             .as_str()
-            .unwrap()
-            .contains("owner: `data team` is not an email"),
-        "{body}"
-    );
-    let mut doc = d.view_doc();
-    doc["fields"] = json!([]);
-    let (status, body) = post(doc.to_string().into_bytes()).await;
-    assert_eq!(status, 422);
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("fields: a view needs at least one field"),
-        "{body}"
-    );
+            .unwrap_or_default();
+        assert!(want.iter().all(|w| msg.contains(w)), "{got}");
+    }
+
+    // What the SDK cannot send: malformed and oversized bodies, invalid documents.
+    let with = |key: &str, value: Json| {
+        let mut doc = d.view_doc();
+        doc[key] = value;
+        doc.to_string().into_bytes()
+    };
+    for (body, status, want) in [
+        (b"{\"name\": ".to_vec(), 400, "not valid JSON"),
+        (vec![b' '; 2 << 20], 400, "larger than"),
+        (
+            with("owner", json!("data team")),
+            422,
+            "owner: `data team` is not an email",
+        ),
+        (
+            with("fields", json!([])),
+            422,
+            "fields: a view needs at least one field",
+        ),
+    ] {
+        let (got, answer) = d
+            .call("POST", "/api/v1/registry/views/", Some(body), Some(&token))
+            .await;
+        assert_eq!(got, status, "{want}: {answer}");
+        assert!(
+            answer["detail"].as_str().unwrap().contains(want),
+            "{answer}"
+        );
+    }
 
     let (status, listed) = d.authed("GET", "/api/v1/registry/views/", None).await;
     assert_eq!((status, listed), (200, json!([])));
@@ -486,9 +353,10 @@ async fn invalid_views_are_refused_naming_the_problem_and_nothing_is_stored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_token_is_401_and_the_operational_endpoints_work() {
-    let d = Daemon::start().await;
+    let d = Api::start().await;
     let token = d.token.clone();
-    d.insert(&[("u1", 7, 70, 10, "2024-05-01 10:00:00")]).await;
+    d.insert(&[(Some("u1"), 7, 70, 10, Some("2024-05-01 10:00:00"))])
+        .await;
 
     let wrong = d.sdk(&jwt("someone-else"), &["get_view", VIEW]).await;
     assert_eq!(wrong["error"]["status"], 401, "{wrong}");
@@ -587,7 +455,7 @@ async fn wrong_token_is_401_and_the_operational_endpoints_work() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["purged_entities"], 1);
-    let mut conn = d.redis.connection().await;
+    let mut conn = d.world.redis.connection().await;
     let key = feast::entity_key("domain_userid", b"u1", "signals");
     let left: Option<Vec<u8>> = conn.hget(&key, feast::ts_field(&fv)).await.unwrap();
     assert_eq!(left, None);
@@ -600,8 +468,9 @@ async fn wrong_token_is_401_and_the_operational_endpoints_work() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sdk_0_4_sandbox_publishes_reads_unpublishes_and_deletes_an_attribute_group() {
-    let d = Daemon::start().await;
-    d.insert(&[("u1", 7, 70, 10, "2024-05-01 10:00:00")]).await;
+    let d = Api::start().await;
+    d.insert(&[(Some("u1"), 7, 70, 10, Some("2024-05-01 10:00:00"))])
+        .await;
     let groups = "/api/v1/registry/attribute_groups/";
     let one = format!("{groups}{VIEW}/versions/1");
 
@@ -647,7 +516,7 @@ async fn sdk_0_4_sandbox_publishes_reads_unpublishes_and_deletes_an_attribute_gr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn of_many_concurrent_creates_of_one_view_exactly_one_wins() {
-    let d = Daemon::start().await;
+    let d = Api::start().await;
     let view = d.view_doc();
     let calls = (0..16).map(|_| d.authed("POST", "/api/v1/registry/views/", Some(view.clone())));
     let answers: Vec<u16> = futures::future::join_all(calls)
@@ -669,7 +538,7 @@ async fn of_many_concurrent_creates_of_one_view_exactly_one_wins() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn read_requests_past_the_entity_and_value_limits_are_413_naming_the_key() {
-    let d = Daemon::start_with(&[
+    let d = Api::start_with(&[
         ("MATERIALIZER__API__MAX_ENTITIES", "500"),
         ("MATERIALIZER__API__MAX_CELLS", "1000"),
     ])
@@ -721,8 +590,8 @@ async fn read_requests_past_the_entity_and_value_limits_are_413_naming_the_key()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_answer_while_the_syncs_redis_writes_are_blocked() {
-    let d = Daemon::start().await;
-    d.insert(&[("u1", 12, 340, 28, "2024-05-01 10:00:00")])
+    let d = Api::start().await;
+    d.insert(&[(Some("u1"), 12, 340, 28, Some("2024-05-01 10:00:00"))])
         .await;
     let (status, _) = d
         .authed("POST", "/api/v1/registry/views/", Some(d.view_doc()))
@@ -731,7 +600,7 @@ async fn reads_answer_while_the_syncs_redis_writes_are_blocked() {
     d.authed("POST", "/api/v1/feature_store/apply", None).await;
     d.synced().await;
     // Redis holds every write (a sync's lease, its pages) for 4 s; reads go on.
-    let mut c = d.redis.connection().await;
+    let mut c = d.world.redis.connection().await;
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(4000)

@@ -8,40 +8,37 @@
 //! they come from (HTTP, view files, a registry written by an older version)
 //! and never crash anything.
 
-mod rig;
-mod support;
-
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use rig::{shown, view_json, Rig, BASE_CONFIG, WH_PASSWORD};
 use serde_json::{json, Value as Json};
-use support::{materializer_bin, scratch_dir, RedisServer};
 
-const WAREHOUSE: &str = r#"
-[warehouse]
-kind = "snowflake"
-account = "testacct"
-user = "SIGNALS"
-"#;
+use crate::fixtures::{
+    api_comes_up, command, healthz, shown, stderr, stdout, view_json, ConfigToml, SnowflakeWorld,
+};
+use crate::support::{scratch_dir, RedisServer};
+
+/// A Snowflake warehouse without credentials, database or server: enough for
+/// the config to load, never enough to reach anything.
+fn warehouse() -> ConfigToml {
+    ConfigToml::default()
+        .set("warehouse.kind", "snowflake")
+        .set("warehouse.account", "testacct")
+        .set("warehouse.user", "SIGNALS")
+}
 
 /// Writes `text` as a config in a fresh directory and runs `args` with it.
 fn with_config(text: &str, args: &[&str], env: &[(&str, &str)]) -> (Output, PathBuf) {
     let dir = scratch_dir("badcfg");
     let path = dir.join("materializer.toml");
     std::fs::write(&path, text).unwrap();
-    let mut c = std::process::Command::new(materializer_bin());
-    c.arg("--config").arg(&path).args(args).current_dir(&dir);
-    c.env_remove("RUST_LOG");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    (c.output().unwrap(), path)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let out = command(&path, &dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out, path)
 }
 
 /// The config error: exit code 2 and exactly one line on stderr.
@@ -54,11 +51,17 @@ fn config_error(out: &Output) -> String {
 
 #[test]
 fn malformed_toml_exits_2_naming_the_file_and_the_line() {
-    let (out, path) = with_config(
-        &format!("{WAREHOUSE}password = \"x\"\n[sync\npage_rows = 3\n"),
-        &["status"],
-        &[],
-    );
+    // Written out: the error must name line 7, `[sync` without its bracket.
+    let text = "
+[warehouse]
+kind = \"snowflake\"
+account = \"testacct\"
+user = \"SIGNALS\"
+password = \"x\"
+[sync
+page_rows = 3
+";
+    let (out, path) = with_config(text, &["status"], &[]);
     let err = config_error(&out);
     assert!(
         err.contains(path.to_str().unwrap()) && err.contains("line 7"),
@@ -68,29 +71,30 @@ fn malformed_toml_exits_2_naming_the_file_and_the_line() {
 
 #[test]
 fn invalid_durations_exit_2_naming_the_key_and_value() {
-    let (out, _) = with_config(
-        &format!("{WAREHOUSE}password = \"x\"\n[scheduler]\ninterval = \"5 parsecs\"\n"),
-        &["status"],
-        &[],
-    );
-    let err = config_error(&out);
-    assert!(
-        err.contains("interval") && err.contains("5 parsecs"),
-        "{err}"
-    );
-
-    let (out, _) = with_config(
-        &format!("{WAREHOUSE}password = \"x\"\n"),
-        &["status"],
-        &[("MATERIALIZER__SYNC__LEASE_TTL", "soon")],
-    );
-    let err = config_error(&out);
-    assert!(err.contains("lease_ttl") && err.contains("soon"), "{err}");
+    let with_password = warehouse().set("warehouse.password", "x");
+    for (config, env, key, value) in [
+        (
+            with_password.clone().set("scheduler.interval", "5 parsecs"),
+            &[][..],
+            "interval",
+            "5 parsecs",
+        ),
+        (
+            with_password,
+            &[("MATERIALIZER__SYNC__LEASE_TTL", "soon")][..],
+            "lease_ttl",
+            "soon",
+        ),
+    ] {
+        let (out, _) = with_config(&config.render(), &["status"], env);
+        let err = config_error(&out);
+        assert!(err.contains(key) && err.contains(value), "{err}");
+    }
 }
 
 #[test]
 fn missing_credentials_exit_2_naming_the_settings() {
-    let (out, _) = with_config(WAREHOUSE, &["sync"], &[]);
+    let (out, _) = with_config(&warehouse().render(), &["sync"], &[]);
     let err = config_error(&out);
     assert!(
         err.contains("no credentials") && err.contains("MATERIALIZER__WAREHOUSE__PASSWORD"),
@@ -101,48 +105,43 @@ fn missing_credentials_exit_2_naming_the_settings() {
 #[test]
 fn unreadable_or_non_pem_key_files_exit_2_naming_the_key_and_path() {
     let missing = "/nonexistent/materializer/key.p8";
-    let (out, _) = with_config(
-        &format!("{WAREHOUSE}private_key_path = \"{missing}\"\n"),
-        &["sync"],
-        &[],
-    );
-    let err = config_error(&out);
-    assert!(
-        err.contains("warehouse.private_key_path") && err.contains(missing),
-        "{err}"
-    );
-
-    let dir = scratch_dir("notpem");
-    let not_pem = dir.join("key.txt");
+    let not_pem = scratch_dir("notpem").join("key.txt");
     std::fs::write(&not_pem, "hello, not a key\n").unwrap();
-    let (out, _) = with_config(
-        &format!("{WAREHOUSE}private_key_path = \"{}\"\n", not_pem.display()),
-        &["run"],
-        &[],
-    );
-    let err = config_error(&out);
-    assert!(err.contains("is not a PEM private key"), "{err}");
-
-    let (out, _) = with_config(
-        &format!("{WAREHOUSE}password_file = \"{missing}\"\n"),
-        &["run"],
-        &[],
-    );
-    let err = config_error(&out);
-    assert!(
-        err.contains("warehouse.password_file") && err.contains(missing),
-        "{err}"
-    );
+    let not_pem = not_pem.to_str().unwrap();
+    for (key, path, command, want) in [
+        (
+            "warehouse.private_key_path",
+            missing,
+            "sync",
+            &["warehouse.private_key_path", missing][..],
+        ),
+        (
+            "warehouse.private_key_path",
+            not_pem,
+            "run",
+            &["is not a PEM private key"],
+        ),
+        (
+            "warehouse.password_file",
+            missing,
+            "run",
+            &["warehouse.password_file", missing],
+        ),
+    ] {
+        let (out, _) = with_config(&warehouse().set(key, path).render(), &[command], &[]);
+        let err = config_error(&out);
+        assert!(
+            want.iter().all(|w| err.contains(w)),
+            "{key} = {path}: {err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_keys_are_warned_with_their_name_and_reported_by_check() {
-    let rig = Rig::shared().await;
-    let text = std::fs::read_to_string(&rig.config)
-        .unwrap()
-        .replace("[sync]\n", "[sync]\nlookbak = \"1m\"\n");
-    std::fs::write(&rig.config, text).unwrap();
-    let out = rig.materializer(&["status"], &[("MATERIALIZER__SCHEDULER__INTERVALL", "1m")]);
+    let w = SnowflakeWorld::shared().await;
+    w.write_config(&w.fast_config().raw("sync.lookbak", "\"1m\""));
+    let out = w.materializer(&["status"], &[("MATERIALIZER__SCHEDULER__INTERVALL", "1m")]);
     assert!(out.status.success(), "{}", shown(&out));
     let err = stderr(&out);
     for key in ["sync.lookbak", "scheduler.intervall"] {
@@ -152,8 +151,8 @@ async fn unknown_keys_are_warned_with_their_name_and_reported_by_check() {
             "{key}: {err}"
         );
     }
-    let out = rig.materializer(&["check"], &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = w.materializer(&["check"], &[]);
+    let stdout = stdout(&out);
     assert!(!out.status.success(), "{}", shown(&out));
     assert!(
         stdout.contains("PROBLEM  config: unknown key `sync.lookbak`"),
@@ -163,24 +162,24 @@ async fn unknown_keys_are_warned_with_their_name_and_reported_by_check() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_redis_fails_sync_quickly_and_run_waits_for_it() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("late_redis", 20).await;
-    rig.insert(t, 50).await;
-    rig.redis.stop();
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("late_redis", 20).await;
+    w.insert(t, 50).await;
+    w.redis.stop();
 
     let started = Instant::now();
-    let out = rig.materializer(&["sync"], &[]);
+    let out = w.materializer(&["sync"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     assert!(started.elapsed() < Duration::from_secs(20));
     let err = stderr(&out);
     let last = err.trim().lines().last().unwrap_or_default();
     assert!(
         last.contains("cannot connect to Redis at redis://127.0.0.1:")
-            && last.contains(&rig.redis.port.to_string()),
+            && last.contains(&w.redis.port.to_string()),
         "{err}"
     );
 
-    let mut daemon = rig.spawn("daemon", &["run"], &[]);
+    let mut daemon = w.spawn("daemon", &["run"], &[]);
     assert!(
         daemon
             .wait_event("cannot start; retrying", Duration::from_secs(15))
@@ -190,9 +189,9 @@ async fn unreachable_redis_fails_sync_quickly_and_run_waits_for_it() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(daemon.is_running(), "{}", daemon.log_text());
-    rig.redis.restart();
+    w.redis.restart();
     assert!(
-        rig.wait_converged(t, Duration::from_secs(40)).await,
+        w.wait_converged(t, Duration::from_secs(40)).await,
         "{}",
         daemon.log_text()
     );
@@ -200,24 +199,24 @@ async fn unreachable_redis_fails_sync_quickly_and_run_waits_for_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_warehouse_keeps_the_daemon_up_and_fails_sync_with_a_clear_error() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("no_wh", 20).await;
-    rig.insert(t, 50).await;
-    let port = support::free_port();
-    let text = std::fs::read_to_string(&rig.config)
-        .unwrap()
-        .replace(&rig.sf.base_url, &format!("http://127.0.0.1:{port}"));
-    std::fs::write(&rig.config, text).unwrap();
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("no_wh", 20).await;
+    w.insert(t, 50).await;
+    let port = crate::support::free_port();
+    w.write_config(
+        &w.fast_config()
+            .set("warehouse.base_url", format!("http://127.0.0.1:{port}")),
+    );
 
-    let out = rig.materializer(&["sync"], &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = w.materializer(&["sync"], &[]);
+    let stdout = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     assert!(
         stdout.contains("no_wh:1  FAILED (retryable)") && stdout.contains("warehouse:"),
         "{stdout}"
     );
 
-    let mut daemon = rig.spawn("daemon", &["run"], &[]);
+    let mut daemon = w.spawn("daemon", &["run"], &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(daemon.is_running(), "{}", daemon.log_text());
     assert!(daemon
@@ -232,38 +231,38 @@ async fn unreachable_warehouse_keeps_the_daemon_up_and_fails_sync_with_a_clear_e
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_view_files_are_skipped_naming_file_and_field_while_the_others_sync() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("good_view", 20).await;
-    rig.insert(t, 50).await;
-    let bad = rig.dir.join("views/bad.json");
-    let mut v = view_json("bad_view", &rig.db, "WHATEVER");
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("good_view", 20).await;
+    w.insert(t, 50).await;
+    let bad = w.dir.join("views/bad.json");
+    let mut v = view_json("bad_view", &w.db, "WHATEVER");
     v["fields"] = json!([{"name": "SCORE", "type": "decimal"}]);
     std::fs::write(&bad, v.to_string()).unwrap();
-    std::fs::write(rig.dir.join("views/broken.json"), "{\"name\": ").unwrap();
+    std::fs::write(w.dir.join("views/broken.json"), "{\"name\": ").unwrap();
     // A view whose field column does not exist fails its runs, naming the column.
-    let mut v = view_json("missing_column", &rig.db, &rig.tables[t].table);
+    let mut v = view_json("missing_column", &w.db, &w.tables[t].table);
     v["fields"] = json!([{"name": "NOPE", "type": "int64"}]);
-    std::fs::write(rig.dir.join("views/missing_column.json"), v.to_string()).unwrap();
+    std::fs::write(w.dir.join("views/missing_column.json"), v.to_string()).unwrap();
 
-    let out = rig.materializer(&["sync"], &[]);
-    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+    let out = w.materializer(&["sync"], &[]);
+    let (printed, err) = (stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
-    assert!(stdout.contains("good_view:1  ok"), "{stdout}");
+    assert!(printed.contains("good_view:1  ok"), "{printed}");
     assert!(
-        stdout.contains("missing_column:1  FAILED (permanent)")
-            && stdout.contains("`NOPE` not found"),
-        "{stdout}"
+        printed.contains("missing_column:1  FAILED (permanent)")
+            && printed.contains("`NOPE` not found"),
+        "{printed}"
     );
     assert!(
         err.contains("bad.json") && err.contains("SCORE") && err.contains("unknown type `decimal`"),
         "{err}"
     );
     assert!(err.contains("broken.json"), "{err}");
-    rig.assert_converged(t).await;
-    assert_eq!(rig.watermark("missing_column").await, None);
+    w.assert_converged(t).await;
+    assert_eq!(w.watermark("missing_column").await, None);
 
-    let out = rig.materializer(&["check"], &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = w.materializer(&["check"], &[]);
+    let stdout = stdout(&out);
     assert!(
         stdout.contains("PROBLEM  view file:") && stdout.contains("bad.json"),
         "{stdout}"
@@ -272,15 +271,13 @@ async fn invalid_view_files_are_skipped_naming_file_and_field_while_the_others_s
 
 #[tokio::test(flavor = "multi_thread")]
 async fn identifiers_with_quotes_spaces_and_sql_are_quoted_never_executed() {
-    let rig = Rig::shared().await;
+    let w = SnowflakeWorld::shared().await;
     let table = r#"weird"; DROP TABLE CANARY; --"#;
     let (entity, value, ts) = ("user id", r#"va"l; DELETE FROM CANARY"#, "ts' OR '1'='1");
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    rig.sf
-        .exec_in(
-            &rig.db,
-            "PUBLIC",
-            &[
+    w.sql(
+        "PUBLIC",
+        &[
                 "CREATE TABLE CANARY (X INT)",
                 "INSERT INTO CANARY VALUES (1)",
                 &format!(
@@ -303,24 +300,21 @@ async fn identifiers_with_quotes_spaces_and_sql_are_quoted_never_executed() {
     let view = json!({
         "name": "weird", "version": 1,
         "entity": {"name": entity},
-        "batch_source": {"database": rig.db, "schema": "PUBLIC", "table": table, "timestamp_field": ts},
+        "batch_source": {"database": w.db, "schema": "PUBLIC", "table": table, "timestamp_field": ts},
         "fields": [{"name": value, "type": "int64"}],
     });
-    std::fs::write(rig.dir.join("views/weird.json"), view.to_string()).unwrap();
-    let out = rig.materializer(&["sync"], &[("MATERIALIZER__SYNC__PAGE_ROWS", "1")]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    std::fs::write(w.dir.join("views/weird.json"), view.to_string()).unwrap();
+    let out = w.materializer(&["sync"], &[("MATERIALIZER__SYNC__PAGE_ROWS", "1")]);
+    let stdout = stdout(&out);
     assert!(out.status.success(), "{}", shown(&out));
     assert!(stdout.contains("read=3 written=3"), "{stdout}");
 
-    let canary = rig
-        .sf
-        .exec_in(&rig.db, "PUBLIC", &["SELECT COUNT(*) FROM CANARY"])
-        .await;
+    let canary = w.sql("PUBLIC", &["SELECT COUNT(*) FROM CANARY"]).await;
     assert_eq!(
-        support::result_rows(&canary[0]),
+        crate::support::result_rows(&canary[0]),
         vec![vec![Some("1".to_string())]]
     );
-    let out = rig.materializer(
+    let out = w.materializer(
         &[
             "profile",
             "--view",
@@ -344,8 +338,8 @@ async fn identifiers_with_quotes_spaces_and_sql_are_quoted_never_executed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_auth_errors_are_one_clear_line_without_the_password() {
-    let rig = Rig::shared().await;
-    let mut c = rig.redis_conn().await;
+    let w = SnowflakeWorld::shared().await;
+    let mut c = w.redis_conn().await;
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("requirepass")
@@ -355,26 +349,18 @@ async fn redis_auth_errors_are_one_clear_line_without_the_password() {
         .unwrap();
     for (url, expect) in [
         (
-            format!("redis://:wrong-pass-9120@127.0.0.1:{}/", rig.redis.port),
+            format!("redis://:wrong-pass-9120@127.0.0.1:{}/", w.redis.port),
             "authentication failed",
         ),
         (
-            format!("redis://127.0.0.1:{}/", rig.redis.port),
+            format!("redis://127.0.0.1:{}/", w.redis.port),
             "authentication required",
         ),
     ] {
-        let text = std::fs::read_to_string(&rig.config)
-            .unwrap()
-            .replace(&rig.redis.url, &url);
         let dir = scratch_dir("auth");
         let cfg = dir.join("m.toml");
-        std::fs::write(&cfg, text).unwrap();
-        let out = std::process::Command::new(materializer_bin())
-            .arg("--config")
-            .arg(&cfg)
-            .arg("sync")
-            .output()
-            .unwrap();
+        w.fast_config().set("profiles.redis_url", url).write(&cfg);
+        let out = command(&cfg, &dir).arg("sync").output().unwrap();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
         let last = err.trim().lines().last().unwrap().to_lowercase();
@@ -391,11 +377,11 @@ async fn redis_auth_errors_are_one_clear_line_without_the_password() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn read_only_replica_is_refused_clearly_and_run_starts_once_it_is_promoted() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("replica", 20).await;
-    rig.insert(t, 60).await;
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("replica", 20).await;
+    w.insert(t, 60).await;
     let primary = RedisServer::start();
-    let mut c = rig.redis_conn().await;
+    let mut c = w.redis_conn().await;
     let replicaof = |host: &str, port: &str| {
         let mut cmd = redis::cmd("REPLICAOF");
         cmd.arg(host).arg(port);
@@ -406,7 +392,7 @@ async fn read_only_replica_is_refused_clearly_and_run_starts_once_it_is_promoted
         .await
         .unwrap();
 
-    let out = rig.materializer(&["sync"], &[]);
+    let out = w.materializer(&["sync"], &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     let last = err.trim().lines().last().unwrap();
@@ -415,7 +401,7 @@ async fn read_only_replica_is_refused_clearly_and_run_starts_once_it_is_promoted
         "{err}"
     );
 
-    let daemon = rig.spawn("daemon", &["run"], &[]);
+    let daemon = w.spawn("daemon", &["run"], &[]);
     assert!(
         daemon
             .wait_event("cannot start; retrying", Duration::from_secs(15))
@@ -435,7 +421,7 @@ async fn read_only_replica_is_refused_clearly_and_run_starts_once_it_is_promoted
     // Failover: the replica is promoted; the waiting daemon starts and syncs.
     let _: () = replicaof("NO", "ONE").query_async(&mut c).await.unwrap();
     assert!(
-        rig.wait_converged(t, Duration::from_secs(40)).await,
+        w.wait_converged(t, Duration::from_secs(40)).await,
         "{}",
         daemon.log_text()
     );
@@ -443,34 +429,34 @@ async fn read_only_replica_is_refused_clearly_and_run_starts_once_it_is_promoted
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_out_of_memory_fails_the_run_clearly_and_keeps_the_watermark() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("oom", 20).await;
-    rig.insert(t, 60).await;
-    let out = rig.materializer(&["sync"], &[]);
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("oom", 20).await;
+    w.insert(t, 60).await;
+    let out = w.materializer(&["sync"], &[]);
     assert!(out.status.success(), "{}", shown(&out));
-    let committed = rig.watermark("oom").await;
-    rig.insert(t, 60).await;
+    let committed = w.watermark("oom").await;
+    w.insert(t, 60).await;
 
-    let mut c = rig.redis_conn().await;
+    let mut c = w.redis_conn().await;
     let set = |v: &str| {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("SET").arg("maxmemory").arg(v);
         cmd
     };
     let _: () = set("1").query_async(&mut c).await.unwrap();
-    let out = rig.materializer(&["sync"], &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = w.materializer(&["sync"], &[]);
+    let stdout = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     assert!(
         stdout.contains("oom:1  FAILED (retryable)") && stdout.contains("OOM"),
         "{}",
         shown(&out)
     );
-    assert_eq!(rig.watermark("oom").await, committed);
+    assert_eq!(w.watermark("oom").await, committed);
     let _: () = set("0").query_async(&mut c).await.unwrap();
-    let out = rig.materializer(&["sync"], &[]);
+    let out = w.materializer(&["sync"], &[]);
     assert!(out.status.success(), "{}", shown(&out));
-    rig.assert_converged(t).await;
+    w.assert_converged(t).await;
 }
 
 /// Durations that panicked, wrapped, failed every run or ran a view back to
@@ -491,33 +477,21 @@ const BAD_DURATIONS: [(&str, &str); 13] = [
     ("ttl", "P1.5DT1S"),
 ];
 
-async fn healthz(client: &reqwest::Client, base: &str) -> bool {
-    client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_durations_over_http_are_422_naming_the_field_and_the_daemon_keeps_serving() {
-    let rig = Rig::shared().await;
-    let port = support::free_port();
-    rig.write_config(
-        &format!("{BASE_CONFIG}[api]\nlisten = \"127.0.0.1:{port}\"\n"),
-        &format!("password = \"{WH_PASSWORD}\""),
+    let w = SnowflakeWorld::shared().await;
+    let port = crate::support::free_port();
+    w.write_config(
+        &w.fast_config()
+            .set("api.listen", format!("127.0.0.1:{port}")),
     );
-    let mut daemon = rig.spawn("daemon", &["run"], &[]);
+    let mut daemon = w.spawn("daemon", &["run"], &[]);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    assert!(
-        support::wait_for(Duration::from_secs(30), || healthz(&client, &base)).await,
-        "{}",
-        daemon.log_text()
-    );
+    assert!(api_comes_up(&base).await, "{}", daemon.log_text());
     let put = "/api/v1/registry/views/bad_duration/versions/1";
     for (key, value) in BAD_DURATIONS {
-        let mut view = view_json("bad_duration", &rig.db, "EVENTS");
+        let mut view = view_json("bad_duration", &w.db, "EVENTS");
         view[key] = json!(value);
         for (method, path) in [
             (reqwest::Method::POST, "/api/v1/registry/views/"),
@@ -567,12 +541,11 @@ fn a_view_file_with_an_overflowing_duration_is_one_error_line_naming_the_key_nev
         let mut view = view_json("overflowing", "DB", "EVENTS");
         view[key] = json!(value);
         std::fs::write(&file, view.to_string()).unwrap();
-        let config = format!(
-            "{WAREHOUSE}password = \"x\"\n[profiles]\nredis_url = \"{}\"\n",
-            redis.url
-        );
+        let config = warehouse()
+            .set("warehouse.password", "x")
+            .set("profiles.redis_url", &redis.url);
 
-        let (out, _) = with_config(&config, &["apply", file.to_str().unwrap()], &[]);
+        let (out, _) = with_config(&config.render(), &["apply", file.to_str().unwrap()], &[]);
         assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
         let err = stderr(&out);
         assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
@@ -582,11 +555,10 @@ fn a_view_file_with_an_overflowing_duration_is_one_error_line_naming_the_key_nev
         );
 
         // In registry.files, the file is skipped by name and the command works.
-        let config = format!(
-            "{config}[registry]\nfiles = [\"{}\"]\n[log]\nformat = \"json\"\n",
-            file.display()
-        );
-        let (out, _) = with_config(&config, &["status"], &[]);
+        let config = config
+            .set("registry.files", [file.to_str().unwrap()])
+            .set("log.format", "json");
+        let (out, _) = with_config(&config.render(), &["status"], &[]);
         assert!(out.status.success(), "{}", shown(&out));
         let err = stderr(&out);
         assert!(
@@ -600,8 +572,8 @@ fn a_view_file_with_an_overflowing_duration_is_one_error_line_naming_the_key_nev
 
 /// The Redis hash the registry keeps views in, found by a view it holds, so
 /// the test does not depend on the key layout.
-async fn registry_hash(rig: &Rig, id: &str) -> Vec<u8> {
-    let mut c = rig.redis_conn().await;
+async fn registry_hash(w: &SnowflakeWorld, id: &str) -> Vec<u8> {
+    let mut c = w.redis_conn().await;
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
         .arg("*")
         .query_async(&mut c)
@@ -632,19 +604,19 @@ async fn registry_hash(rig: &Rig, id: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stored_view_with_an_overflowing_refresh_rate_is_refused_at_load_and_the_daemon_keeps_syncing(
 ) {
-    let mut rig = Rig::shared().await;
-    let good = rig.add_table("steady", 10).await;
-    rig.insert(good, 30).await;
-    let bad = rig.add_table("overflowing", 10).await;
-    rig.insert(bad, 30).await;
+    let mut w = SnowflakeWorld::shared().await;
+    let good = w.add_table("steady", 10).await;
+    w.insert(good, 30).await;
+    let bad = w.add_table("overflowing", 10).await;
+    w.insert(bad, 30).await;
     // The bad view lives only in Redis, as an older version stored it.
-    std::fs::remove_file(rig.dir.join("views/overflowing.json")).unwrap();
-    let out = rig.materializer(&["status"], &[]);
+    std::fs::remove_file(w.dir.join("views/overflowing.json")).unwrap();
+    let out = w.materializer(&["status"], &[]);
     assert!(out.status.success(), "{}", shown(&out));
-    let key = registry_hash(&rig, "steady:1").await;
-    let mut stored = view_json("overflowing", &rig.db, &rig.tables[bad].table);
+    let key = registry_hash(&w, "steady:1").await;
+    let mut stored = view_json("overflowing", &w.db, &w.tables[bad].table);
     stored["refresh_rate"] = json!("PT10000000000000000000S");
-    let mut c = rig.redis_conn().await;
+    let mut c = w.redis_conn().await;
     let _: () = redis::cmd("HSET")
         .arg(&key)
         .arg("overflowing:1")
@@ -654,7 +626,7 @@ async fn a_stored_view_with_an_overflowing_refresh_rate_is_refused_at_load_and_t
         .unwrap();
 
     // Every reader of the registry goes through `registry::list`, which skips it.
-    let loaded = materializer::config::Config::load(&rig.config, Vec::new()).unwrap();
+    let loaded = materializer::config::Config::load(&w.config_file, Vec::new()).unwrap();
     let store = materializer::profiles::ProfileStore::connect(&loaded.config.profiles)
         .await
         .unwrap();
@@ -666,17 +638,17 @@ async fn a_stored_view_with_an_overflowing_refresh_rate_is_refused_at_load_and_t
         .collect();
     assert_eq!(listed, ["steady:1"]);
 
-    let mut daemon = rig.spawn("daemon", &["run"], &[]);
+    let mut daemon = w.spawn("daemon", &["run"], &[]);
     assert!(
-        rig.wait_converged(good, Duration::from_secs(30)).await,
+        w.wait_converged(good, Duration::from_secs(30)).await,
         "{}",
         daemon.log_text()
     );
     // Several intervals later (1s each), the daemon still runs and syncs.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    rig.insert(good, 30).await;
+    w.insert(good, 30).await;
     assert!(
-        rig.wait_converged(good, Duration::from_secs(30)).await,
+        w.wait_converged(good, Duration::from_secs(30)).await,
         "{}",
         daemon.log_text()
     );
@@ -692,7 +664,7 @@ async fn a_stored_view_with_an_overflowing_refresh_rate_is_refused_at_load_and_t
         })
     });
     assert!(refused, "{}", daemon.log_text());
-    assert_eq!(rig.watermark("overflowing").await, None, "it never ran");
+    assert_eq!(w.watermark("overflowing").await, None, "it never ran");
     daemon.signal("TERM");
     assert!(daemon
         .wait_exit(Duration::from_secs(10))

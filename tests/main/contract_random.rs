@@ -27,10 +27,7 @@
 //! timestamp backwards, and two rows of one entity share a timestamp only when
 //! they are identical (duplicates) — a restatement UPDATEs its row in place.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,8 +42,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value as Json};
 use snowflake_api::SnowflakeApi;
-use support::{materializer_bin, result_rows, scratch_dir, unique_name, RedisServer};
 use tokio_util::sync::CancellationToken;
+
+use crate::fixtures::{stdout, ConfigToml, SnowflakeWorld};
+use crate::support::result_rows;
 
 const SECOND: Nanos = 1_000_000_000;
 const MINUTE: Nanos = 60 * SECOND;
@@ -66,12 +65,10 @@ const STATE_PREFIX: &str = "materializer:";
 /// One table, two views of one entity (`VIEW` without ttl, `VIEW_B` with
 /// one), one Redis, a config usable both in-process and by the binary.
 struct World {
-    redis: RedisServer,
-    db: String,
-    dir: PathBuf,
-    config: PathBuf,
-    page_rows: usize,
-    extra_sync: String,
+    /// The database, Redis, directory and config file.
+    base: SnowflakeWorld,
+    /// The config as written, but for the project.
+    settings: ConfigToml,
     sql: SnowflakeApi,
     /// `VIEW` as registered now (its shape changes in some histories).
     view: View,
@@ -79,6 +76,13 @@ struct World {
     view_b: View,
     project: String,
     runner: Runner,
+}
+
+impl std::ops::Deref for World {
+    type Target = SnowflakeWorld;
+    fn deref(&self) -> &SnowflakeWorld {
+        &self.base
+    }
 }
 
 /// `VIEW`'s JSON: fields V, S and, in the wide shape, W.
@@ -100,12 +104,10 @@ fn view_a_json(db: &str, wide: bool) -> Json {
 }
 
 impl World {
-    async fn new(page_rows: usize, extra_sync: &str) -> World {
-        let sf = support::SnowflakeServer::shared();
-        let redis = RedisServer::start();
-        let db = unique_name("CONTRACT");
-        let dir = scratch_dir("contract");
-        let sql = sf.api(Some(&db), Some("SIGNALS"));
+    /// A world whose runs read pages of `page_rows`; `full_resync_every` as in `[sync]`.
+    async fn new(page_rows: usize, full_resync_every: Option<&str>) -> World {
+        let base = SnowflakeWorld::shared().await;
+        let sql = base.sf.api(Some(&base.db), Some("SIGNALS"));
         exec(
             &sql,
             &format!(
@@ -114,37 +116,30 @@ impl World {
             ),
         )
         .await;
-        let views = dir.join("views");
-        std::fs::create_dir_all(&views).unwrap();
         let view_b = json!({
             "name": VIEW_B, "version": 1, "entity": {"name": "domain_userid"},
-            "batch_source": {"name": "contract_source", "database": db, "schema": "SIGNALS",
+            "batch_source": {"name": "contract_source", "database": base.db, "schema": "SIGNALS",
                              "table": TABLE, "timestamp_field": "UPDATED_AT"},
             "fields": [{"name": "W", "type": "int32"}, {"name": "V", "type": "int64"}],
             "online": true, "ttl": VIEW_B_TTL
         });
-        std::fs::write(views.join("contract_b.json"), view_b.to_string()).unwrap();
+        std::fs::write(base.views().join("contract_b.json"), view_b.to_string()).unwrap();
         let view_b: View = serde_json::from_value(view_b).unwrap();
-        let view: View = serde_json::from_value(view_a_json(&db, true)).unwrap();
-        let config = dir.join("materializer.toml");
-        let (store, runner) = World::connect(
-            &config,
-            &dir,
-            &sf.base_url,
-            &redis.url,
-            &db,
-            page_rows,
-            extra_sync,
-            PROJECT,
-        )
-        .await;
+        let view: View = serde_json::from_value(view_a_json(&base.db, true)).unwrap();
+        let mut settings = base
+            .config()
+            .set("sync.lookback", "10m")
+            .set("sync.max_future_skew", "5m")
+            .set("sync.page_rows", page_rows)
+            .set("sync.write_batch", 7)
+            .set("profiles.state_prefix", STATE_PREFIX);
+        if let Some(every) = full_resync_every {
+            settings = settings.set("sync.full_resync_every", every);
+        }
+        let (store, runner) = World::connect(&base, &settings, PROJECT).await;
         let w = World {
-            redis,
-            db,
-            dir,
-            config,
-            page_rows,
-            extra_sync: extra_sync.to_string(),
+            base,
+            settings,
             sql,
             view,
             view_b,
@@ -159,49 +154,13 @@ impl World {
     }
 
     /// Writes the config for `project` and builds an in-process runner on it.
-    #[allow(clippy::too_many_arguments)]
     async fn connect(
-        config: &std::path::Path,
-        dir: &std::path::Path,
-        base: &str,
-        redis: &str,
-        db: &str,
-        page_rows: usize,
-        extra_sync: &str,
+        base: &SnowflakeWorld,
+        settings: &ConfigToml,
         project: &str,
     ) -> (ProfileStore, Runner) {
-        std::fs::write(
-            config,
-            format!(
-                r#"
-[sync]
-lookback = "10m"
-max_future_skew = "5m"
-page_rows = {page_rows}
-write_batch = 7
-{extra_sync}
-[warehouse]
-kind = "snowflake"
-account = "testacct"
-user = "SIGNALS"
-password = "test-password"
-database = "{db}"
-base_url = "{base}"
-query_timeout = "30s"
-[profiles]
-redis_url = "{redis}"
-project = "{project}"
-state_prefix = "{STATE_PREFIX}"
-[registry]
-files = ["{views}/*.json"]
-[log]
-format = "text"
-"#,
-                views = dir.join("views").display()
-            ),
-        )
-        .unwrap();
-        let loaded = Config::load(config, Vec::new()).expect("config loads");
+        base.write_config(&settings.clone().set("profiles.project", project));
+        let loaded = Config::load(&base.config_file, Vec::new()).expect("config loads");
         let store = ProfileStore::connect(&loaded.config.profiles)
             .await
             .expect("redis");
@@ -218,7 +177,7 @@ format = "text"
     /// Writes `VIEW`'s file (every binary command applies it) and registers it.
     async fn write_view_a(&self) {
         let json = serde_json::to_value(&self.view).unwrap();
-        std::fs::write(self.dir.join("views/contract.json"), json.to_string()).unwrap();
+        std::fs::write(self.views().join("contract.json"), json.to_string()).unwrap();
         materializer::registry::apply(self.store(), std::slice::from_ref(&self.view))
             .await
             .unwrap();
@@ -243,18 +202,7 @@ format = "text"
     /// Moves the world to another Feast project on the same Redis: its state
     /// and profiles start empty, and the next run must fill them.
     async fn change_project(&mut self, project: &str) {
-        let sf = support::SnowflakeServer::shared();
-        let (store, runner) = World::connect(
-            &self.config,
-            &self.dir,
-            &sf.base_url,
-            &self.redis.url,
-            &self.db,
-            self.page_rows,
-            &self.extra_sync,
-            project,
-        )
-        .await;
+        let (store, runner) = World::connect(&self.base, &self.settings, project).await;
         self.runner = runner;
         self.project = project.to_string();
         materializer::registry::apply(&store, &[self.view.clone(), self.view_b.clone()])
@@ -289,23 +237,7 @@ format = "text"
 
     /// One `materializer sync` of the built binary; panics unless it succeeded.
     fn run_binary(&self) -> String {
-        let out = self.binary().output().expect("run materializer");
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "materializer sync failed\nstdout: {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    fn binary(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(materializer_bin());
-        c.arg("--config")
-            .arg(&self.config)
-            .arg("sync")
-            .current_dir(&self.dir);
-        c
+        self.base.sync()
     }
 
     /// A `materializer sync` with `change` made while its first page waits in
@@ -315,8 +247,10 @@ format = "text"
     async fn run_binary_while(&mut self, change: Change) -> String {
         use std::io::BufRead;
         let mut child = self
-            .binary()
-            .env("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(500)@1")
+            .command(
+                &["sync"],
+                &[("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(500)@1")],
+            )
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -347,12 +281,12 @@ format = "text"
         }
         let out = child.wait_with_output().unwrap();
         let stderr = reader.join().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let printed = stdout(&out);
         assert!(
             out.status.success(),
-            "materializer sync failed\nstdout: {stdout}\nstderr: {stderr}"
+            "materializer sync failed\nstdout: {printed}\nstderr: {stderr}"
         );
-        stdout
+        printed
     }
 
     /// The full-refresh oracle: the latest keyed row per entity, read from the table now.
@@ -1010,7 +944,7 @@ impl History {
         format!(
             "sync contract broken: seed {seed}, after run {run} ({how}): {what}\n\
              recent history (oldest first):\n  {}\n\
-             replay with MATERIALIZER_CONTRACT_SEED={seed} cargo test --test contract_random",
+             replay with MATERIALIZER_CONTRACT_SEED={seed} cargo test --test main contract_random::randomized",
             recent.join("\n  "),
             seed = self.seed
         )
@@ -1032,7 +966,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 async fn check_history(seed: u64, runs: usize) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let page_rows = rng.gen_range(3..=9);
-    let mut w = World::new(page_rows, "").await;
+    let mut w = World::new(page_rows, None).await;
     let warehouse_now = w.runner.warehouse.now().await.unwrap();
     let mut h = History::new(seed, page_rows, warehouse_now);
     let future_run = rng.gen_range(1..runs.max(2));
@@ -1156,7 +1090,7 @@ async fn randomized_histories_always_match_a_full_refresh() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn full_resync_converges_a_row_later_than_the_lookback() {
-    let w = World::new(4, r#"full_resync_every = "24h""#).await;
+    let w = World::new(4, Some("24h")).await;
     let t0 = parse_ntz("2024-05-01 10:00:00");
     let mut h = History::new(1, 4, t0);
     let id = w.view.id();
@@ -1168,17 +1102,7 @@ async fn full_resync_converges_a_row_later_than_the_lookback() {
     h.universe.extend(["a", "b", "c", "late"].map(String::from));
     h.insert(&w, rows).await;
     w.run_binary();
-    let status = |w: &World| {
-        let out = std::process::Command::new(materializer_bin())
-            .arg("--config")
-            .arg(&w.config)
-            .args(["status", "--json"])
-            .current_dir(&w.dir)
-            .output()
-            .unwrap();
-        let listed: Json = serde_json::from_slice(&out.stdout).unwrap();
-        listed[0].clone()
-    };
+    let status = |w: &World| w.status()[0].clone();
     assert_eq!(status(&w)["last_run"]["full_read"], json!(true));
     assert_eq!(w.store().watermark(&id).await.unwrap(), Some(t0 + HOUR));
 
@@ -1225,7 +1149,7 @@ async fn full_resync_converges_a_row_later_than_the_lookback() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_full_resync_a_row_later_than_the_lookback_is_never_read() {
     // The default: documents the limit the lookback has, and full resync lifts.
-    let w = World::new(4, "").await;
+    let w = World::new(4, None).await;
     let t0 = parse_ntz("2024-05-01 10:00:00");
     let mut h = History::new(2, 4, t0);
     let rows = vec![

@@ -4,13 +4,11 @@
 //! and the throwaway Redis server starts, restarts empty and stops.
 //! Assumes redis-server, python3.11 and openssl on the machine.
 
-mod support;
-
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::support::{result_columns, result_rows, unique_name, RedisServer, SnowflakeServer};
 use snowflake_api::QueryResult;
-use support::{result_columns, result_rows, unique_name, RedisServer, SnowflakeServer};
 
 fn s(v: &str) -> Option<String> {
     Some(v.to_string())

@@ -9,23 +9,9 @@
 //!
 //! Assumes `redis-server` on PATH (tests/support).
 
-mod support;
-
-use std::fs::File;
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use arrow_array::{ArrayRef, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use parquet::arrow::ArrowWriter;
 use serde_json::{json, Value as Json};
-use support::{materializer_bin, scratch_dir, RedisServer};
 
-struct World {
-    _redis: RedisServer,
-    dir: PathBuf,
-    config: PathBuf,
-}
+use crate::fixtures::{stamped, stderr, stdout, ParquetWorld, Rows};
 
 /// Microseconds of a wall time `YYYY-MM-DD HH:MM:SS`, counted as if it were UTC.
 fn wall(s: &str) -> i64 {
@@ -49,115 +35,46 @@ fn view(name: &str, table: &str, zone: Option<&str>) -> Json {
     })
 }
 
-impl World {
-    fn new() -> World {
-        let redis = RedisServer::start();
-        let dir = scratch_dir("ntz-zone-e2e");
-        for t in ["EVENTS", "NY_EVENTS"] {
-            std::fs::create_dir_all(dir.join("warehouse").join(t)).unwrap();
-        }
-        std::fs::create_dir_all(dir.join("views")).unwrap();
-        let views = json!([
+/// Tables `EVENTS` (read by a Berlin view and a view without a zone) and
+/// `NY_EVENTS` (a New York view), two rows per page.
+fn world() -> ParquetWorld {
+    let w = ParquetWorld::new();
+    for t in ["EVENTS", "NY_EVENTS"] {
+        w.table_dir(t);
+    }
+    w.write_view(
+        "views.json",
+        &json!([
             view("berlin_events", "events", Some("Europe/Berlin")),
             view("plain_events", "events", None),
             view("ny_events", "ny_events", Some("America/New_York")),
-        ]);
-        std::fs::write(dir.join("views/views.json"), views.to_string()).unwrap();
-        let config = dir.join("materializer.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[sync]
-lookback = "10m"
-page_rows = 2
-[warehouse]
-kind = "parquet"
-path = "warehouse"
-[profiles]
-redis_url = "{}"
-[registry]
-files = ["views/*.json"]
-[log]
-format = "text"
-"#,
-                redis.url
-            ),
-        )
-        .unwrap();
-        World {
-            _redis: redis,
-            dir,
-            config,
-        }
-    }
+        ]),
+    );
+    w.write_config(
+        &w.config()
+            .set("sync.lookback", "10m")
+            .set("sync.page_rows", 2),
+    );
+    w
+}
 
-    /// Writes one file of `table`: (entity, wall time, VISITS), one row group per row.
-    fn write(&self, table: &str, file: &str, rows: &[(&str, &str, i32)]) {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("DOMAIN_USERID", DataType::Utf8, true),
-            Field::new(
-                "UPDATED_AT",
-                DataType::Timestamp(TimeUnit::Microsecond, None),
-                true,
-            ),
-            Field::new("VISITS", DataType::Int32, true),
-        ]));
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(TimestampMicrosecondArray::from_iter_values(
-                rows.iter().map(|r| wall(r.1)),
-            )),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.2))),
-        ];
-        let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_max_row_group_size(1)
-            .build();
-        let path = self.dir.join("warehouse").join(table).join(file);
-        let mut w =
-            ArrowWriter::try_new(File::create(&path).unwrap(), schema, Some(props)).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-    }
+/// Writes one file of `table`: (entity, wall time, VISITS), one row group per row.
+fn write(w: &ParquetWorld, table: &str, file: &str, rows: &[(&str, &str, i32)]) {
+    let columns = Rows::default()
+        .text("DOMAIN_USERID", rows.iter().map(|r| Some(r.0)))
+        .wall_micros("UPDATED_AT", rows.iter().map(|r| wall(r.1)))
+        .int32("VISITS", rows.iter().map(|r| r.2));
+    w.write_table(table, file, columns, Some(1));
+}
 
-    fn run(&self, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
-        std::process::Command::new(materializer_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .envs(env.iter().copied())
-            .current_dir(&self.dir)
-            .output()
-            .expect("run materializer")
-    }
-
-    fn sync(&self, env: &[(&str, &str)]) {
-        let out = self.run(env, &["sync"]);
-        assert!(
-            out.status.success(),
-            "sync failed\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// `event_timestamp` and VISITS of each entity, as `materializer profile` prints them.
-    fn profiles(&self, env: &[(&str, &str)], view: &str, entities: &[&str]) -> Vec<(Json, Json)> {
-        let mut args = vec!["profile", "--view", view];
-        args.extend_from_slice(entities);
-        let out = self.run(env, &args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let printed: Vec<Json> = serde_json::from_slice(&out.stdout).unwrap();
-        printed
-            .iter()
-            .map(|p| (p["event_timestamp"].clone(), p["values"]["VISITS"].clone()))
-            .collect()
-    }
+/// `event_timestamp` and VISITS of each entity, as `materializer profile` prints them.
+fn profiles(
+    w: &ParquetWorld,
+    env: &[(&str, &str)],
+    view: &str,
+    entities: &[&str],
+) -> Vec<(Json, Json)> {
+    stamped(&w.profile_with(env, view, entities), "VISITS")
 }
 
 fn at(ts: &str, visits: i32) -> (Json, Json) {
@@ -166,8 +83,9 @@ fn at(ts: &str, visits: i32) -> (Json, Json) {
 
 #[test]
 fn ntz_wall_times_land_as_the_instants_of_their_zone() {
-    let w = World::new();
-    w.write(
+    let w = world();
+    write(
+        &w,
         "EVENTS",
         "part-0.parquet",
         &[
@@ -179,16 +97,17 @@ fn ntz_wall_times_land_as_the_instants_of_their_zone() {
             ("spring_forward", "2024-03-31 02:30:00", 4),
         ],
     );
-    w.write(
+    write(
+        &w,
         "NY_EVENTS",
         "part-0.parquet",
         &[("n1", "2024-07-15 12:00:00", 1)],
     );
-    w.sync(&[]);
+    w.sync();
 
     let entities = ["summer", "winter", "fall_back", "spring_forward"];
     assert_eq!(
-        w.profiles(&[], "berlin_events", &entities),
+        profiles(&w, &[], "berlin_events", &entities),
         vec![
             at("2024-07-15T10:00:00Z", 1),
             at("2024-01-15T11:00:00Z", 2),
@@ -198,7 +117,7 @@ fn ntz_wall_times_land_as_the_instants_of_their_zone() {
     );
     // The same rows through a view without a zone: UTC, as before.
     assert_eq!(
-        w.profiles(&[], "plain_events", &entities),
+        profiles(&w, &[], "plain_events", &entities),
         vec![
             at("2024-07-15T12:00:00Z", 1),
             at("2024-01-15T12:00:00Z", 2),
@@ -207,21 +126,22 @@ fn ntz_wall_times_land_as_the_instants_of_their_zone() {
         ]
     );
     assert_eq!(
-        w.profiles(&[], "ny_events", &["n1"]),
+        profiles(&w, &[], "ny_events", &["n1"]),
         vec![at("2024-07-15T16:00:00Z", 1)]
     );
 
     // Incremental, west of UTC: the watermark is 16:00Z, the window starts at
     // 15:50Z. A late row stamped 11:55 in New York (15:55Z) is inside it,
     // though its wall time is hours before the window's UTC bound.
-    w.write(
+    write(
+        &w,
         "NY_EVENTS",
         "part-1.parquet",
         &[("n2", "2024-07-15 11:55:00", 2)],
     );
-    w.sync(&[]);
+    w.sync();
     assert_eq!(
-        w.profiles(&[], "ny_events", &["n2"]),
+        profiles(&w, &[], "ny_events", &["n2"]),
         vec![at("2024-07-15T15:55:00Z", 2)]
     );
 
@@ -232,31 +152,31 @@ fn ntz_wall_times_land_as_the_instants_of_their_zone() {
         ("MATERIALIZER__PROFILES__PROJECT", "berlin_default"),
         ("MATERIALIZER__PROFILES__STATE_PREFIX", "berlin_default:"),
     ];
-    w.sync(&berlin_default);
+    w.sync_with(&[], &berlin_default);
     assert_eq!(
-        w.profiles(&berlin_default, "plain_events", &["summer", "winter"]),
+        profiles(&w, &berlin_default, "plain_events", &["summer", "winter"]),
         vec![at("2024-07-15T10:00:00Z", 1), at("2024-01-15T11:00:00Z", 2)]
     );
     assert_eq!(
-        w.profiles(&berlin_default, "ny_events", &["n1"]),
+        profiles(&w, &berlin_default, "ny_events", &["n1"]),
         vec![at("2024-07-15T16:00:00Z", 1)]
     );
 }
 
 #[test]
 fn unknown_zones_are_refused_naming_the_key() {
-    let w = World::new();
-    let out = w.run(
-        &[("MATERIALIZER__WAREHOUSE__NTZ_TIME_ZONE", "Europe/Berlln")],
+    let w = world();
+    let out = w.materializer(
         &["check"],
+        &[("MATERIALIZER__WAREHOUSE__NTZ_TIME_ZONE", "Europe/Berlln")],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
     assert!(
         lines[0].contains("warehouse.ntz_time_zone") && lines[0].contains("Europe/Berlln"),
-        "{stderr}"
+        "{err}"
     );
 
     let bad = w.dir.join("bad.json");
@@ -265,12 +185,8 @@ fn unknown_zones_are_refused_naming_the_key() {
         view("bad_zone", "events", Some("Mars/Olympus")).to_string(),
     )
     .unwrap();
-    let out = w.run(&[], &["apply", bad.to_str().unwrap()]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = w.materializer(&["apply", bad.to_str().unwrap()], &[]);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
     assert!(!out.status.success(), "{said}");
     assert!(
         said.contains("batch_source.ntz_time_zone") && said.contains("Mars/Olympus"),

@@ -51,7 +51,8 @@ fn write(w: &ParquetWorld, name: &str, rows: &[Row<'_>]) -> PathBuf {
         .text("PLAN", rows.iter().map(|r| Some(r.3)))
         .utc_micros(
             "UPDATED_AT",
-            rows.iter().map(|r| r.1.map(|ago| (w.now - ago) * 1_000_000)),
+            rows.iter()
+                .map(|r| r.1.map(|ago| (w.now - ago) * 1_000_000)),
         );
     w.write_table("WEB_EVENTS", name, rows_of, Some(2))
 }
@@ -173,7 +174,10 @@ async fn parquet_table_syncs_then_incremental_run_skips_untouched_row_groups() {
     assert_profile(&w, "u1", 7, "pro").await;
 
     // A full read does touch the destroyed file, and says which one.
-    assert!(w.materializer(&["reset", "--view", VIEW], &[]).status.success());
+    assert!(w
+        .materializer(&["reset", "--view", VIEW], &[])
+        .status
+        .success());
     let (ok, line) = sync(&w);
     assert!(!ok && line.contains("part-0.parquet"), "{line}");
 }

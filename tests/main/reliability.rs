@@ -7,47 +7,16 @@
 //! After every crash the tests check the sync contract's crash rule from the
 //! outside: every row at or below the stored watermark is in Redis (with a
 //! value at least as new), and a plain restart converges to the latest row of
-//! every entity. Tables are generated (see `tests/rig`), so the expected values
+//! every entity. Tables are generated (see `fixtures::SnowflakeWorld`), so the expected values
 //! follow from the row count.
-
-mod rig;
-mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use rig::{shown, view_json, Daemon, Rig};
 use serde_json::Value as Json;
 
-/// Polls until `daemon` logged at least `n` events with message `msg` that
-/// satisfy `pred`; returns them (all matching events) or panics with the log.
-async fn wait_events(
-    daemon: &Daemon,
-    msg: &str,
-    n: usize,
-    timeout: Duration,
-    pred: impl Fn(&Json) -> bool,
-) -> Vec<Json> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let found: Vec<Json> = daemon.events(msg).into_iter().filter(|e| pred(e)).collect();
-        if found.len() >= n {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waited {timeout:?} for {n} `{msg}` events; log:\n{}",
-            tail(&daemon.log_text())
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
+use crate::fixtures::{shown, view_json, Daemon, SnowflakeWorld, BASE_NANOS, SECOND};
 
 /// Whether a log event is about `view` (its own field, or that of the run span).
 fn is_view(e: &Json, view: &str) -> bool {
@@ -57,22 +26,16 @@ fn is_view(e: &Json, view: &str) -> bool {
     })
 }
 
-fn sync_ok(rig: &Rig) -> String {
-    let out = rig.materializer(&["sync"], &[]);
-    assert!(out.status.success(), "{}", shown(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_crashed_at_each_failpoint_keeps_the_watermark_and_a_restart_converges() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("crash_points", 150).await;
-    rig.insert(t, 900).await;
-    sync_ok(&rig);
-    rig.assert_converged(t).await;
-    let committed = rig.watermark("crash_points").await;
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("crash_points", 150).await;
+    w.insert(t, 900).await;
+    w.sync();
+    w.assert_converged(t).await;
+    let committed = w.watermark("crash_points").await;
     // New rows beyond the lookback (10 minutes = 600 rows) so the next run has pages to write.
-    rig.insert(t, 1500).await;
+    w.insert(t, 1500).await;
 
     for (failpoint, wrote_some) in [
         ("after_page_write=exit@4", true),
@@ -82,7 +45,7 @@ async fn sync_crashed_at_each_failpoint_keeps_the_watermark_and_a_restart_conver
         // over by then only on a fast machine, so this one may not fire.
         ("before_lease_renewal=exit", false),
     ] {
-        let out = rig.materializer(&["sync"], &[("MATERIALIZER_FAILPOINTS", failpoint)]);
+        let out = w.materializer(&["sync"], &[("MATERIALIZER_FAILPOINTS", failpoint)]);
         let fired = out.status.code() == Some(materializer::failpoints::EXIT_CODE);
         assert!(
             fired || !wrote_some,
@@ -91,28 +54,28 @@ async fn sync_crashed_at_each_failpoint_keeps_the_watermark_and_a_restart_conver
         );
         if fired {
             assert_eq!(
-                rig.watermark("crash_points").await,
+                w.watermark("crash_points").await,
                 committed,
                 "{failpoint}: the watermark moved although the run died"
             );
             // The dead run's lease is still in Redis until it expires.
-            assert!(rig.lease_holder("crash_points").await.is_some());
+            assert!(w.lease_holder("crash_points").await.is_some());
         } else {
             assert!(out.status.success(), "{}", shown(&out));
         }
-        rig.assert_watermark_covers_only_written_rows(t).await;
+        w.assert_watermark_covers_only_written_rows(t).await;
     }
     // Pages written before the crashes landed (the watermark did not cover them yet).
-    let stored = rig.stored(t).await;
+    let stored = w.stored(t).await;
     assert!(stored
         .values()
         .any(|v| v.is_some_and(|(val, _)| val >= 900)));
 
     // A plain restart waits out the dead holder's lease and converges.
     let started = Instant::now();
-    let out = sync_ok(&rig);
+    let out = w.sync();
     assert!(out.contains(" ok "), "{out}");
-    rig.assert_converged(t).await;
+    w.assert_converged(t).await;
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
@@ -121,24 +84,23 @@ async fn kill_9_of_sync_and_run_at_random_moments_never_loses_a_row() {
     let seed: u64 = rand::random();
     eprintln!("kill -9 schedule seed: {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("kill9", 200).await;
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("kill9", 200).await;
     // A committed watermark first, so every check below has one to hold against.
-    rig.insert(t, 800).await;
-    sync_ok(&rig);
-    rig.insert(t, 2000).await;
+    w.insert(t, 800).await;
+    w.sync();
+    w.insert(t, 2000).await;
 
     let mut checked_with_watermark = 0;
     for round in 0..6 {
         // Even rounds kill a one-shot sync, odd rounds the daemon.
         let args: &[&str] = if round % 2 == 0 { &["sync"] } else { &["run"] };
-        let mut p = rig.spawn(&format!("round{round}"), args, &[]);
+        let mut p = w.spawn(&format!("round{round}"), args, &[]);
         let after = Duration::from_millis(rng.gen_range(300..3500));
         std::thread::sleep(after);
         p.kill9();
         eprintln!("round {round}: killed `{}` after {after:?}", args[0]);
-        if rig
-            .assert_watermark_covers_only_written_rows(t)
+        if w.assert_watermark_covers_only_written_rows(t)
             .await
             .is_some()
         {
@@ -146,45 +108,45 @@ async fn kill_9_of_sync_and_run_at_random_moments_never_loses_a_row() {
         }
         // More rows arrive while nobody runs, some of them in the same second
         // range as older ones would be for a late writer.
-        rig.insert(t, rng.gen_range(100..400)).await;
+        w.insert(t, rng.gen_range(100..400)).await;
     }
 
-    let out = sync_ok(&rig);
+    let out = w.sync();
     assert!(out.contains(" ok "), "{out}");
-    rig.assert_converged(t).await;
+    w.assert_converged(t).await;
     assert_eq!(checked_with_watermark, 6);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn warehouse_outage_fails_runs_with_capped_backoff_and_the_daemon_recovers_with_a_new_session(
 ) {
-    let mut rig = Rig::own_warehouse().await;
-    let t = rig.add_table("outage", 50).await;
-    rig.insert(t, 200).await;
+    let mut w = SnowflakeWorld::own_warehouse().await;
+    let t = w.add_table("outage", 50).await;
+    w.insert(t, 200).await;
     // A view on a missing table fails for good while the other keeps syncing.
     std::fs::write(
-        rig.dir.join("views/missing.json"),
-        view_json("missing_table", &rig.db, "NO_SUCH_TABLE").to_string(),
+        w.dir.join("views/missing.json"),
+        view_json("missing_table", &w.db, "NO_SUCH_TABLE").to_string(),
     )
     .unwrap();
-    let daemon = rig.spawn(
+    let daemon = w.spawn(
         "daemon",
         &["run"],
         &[("MATERIALIZER__SCHEDULER__INTERVAL", "3s")],
     );
     assert!(
-        rig.wait_converged(t, Duration::from_secs(30)).await,
+        w.wait_converged(t, Duration::from_secs(30)).await,
         "{}",
-        tail(&daemon.log_text())
+        daemon.log_tail(40)
     );
-    let permanent = wait_events(
-        &daemon,
-        "run failed; the watermark stays",
-        1,
-        Duration::from_secs(10),
-        |e| is_view(e, "missing_table"),
-    )
-    .await;
+    let permanent = daemon
+        .wait_events(
+            "run failed; the watermark stays",
+            1,
+            Duration::from_secs(10),
+            |e| is_view(e, "missing_table"),
+        )
+        .await;
     assert_eq!(permanent[0]["kind"], "permanent");
     assert!(
         permanent[0]["error"]
@@ -196,15 +158,15 @@ async fn warehouse_outage_fails_runs_with_capped_backoff_and_the_daemon_recovers
     );
 
     // The server dies: runs fail as retryable, with a clear error, backing off.
-    rig.sf.own().stop();
-    let backoffs = wait_events(
-        &daemon,
-        "run failed; retrying after backoff",
-        4,
-        Duration::from_secs(30),
-        |e| is_view(e, "outage"),
-    )
-    .await;
+    w.sf.own().stop();
+    let backoffs = daemon
+        .wait_events(
+            "run failed; retrying after backoff",
+            4,
+            Duration::from_secs(30),
+            |e| is_view(e, "outage"),
+        )
+        .await;
     let failures: Vec<(u64, u64)> = backoffs
         .iter()
         .map(|e| {
@@ -238,39 +200,39 @@ async fn warehouse_outage_fails_runs_with_capped_backoff_and_the_daemon_recovers
     assert!(daemon.is_running(), "the daemon died with the warehouse");
 
     // It comes back empty (all sessions and data lost): the daemon logs in anew.
-    rig.sf.own().restart();
-    rig.create_table(&rig.tables[t].table.clone()).await;
-    rig.tables[t].rows = 0;
-    rig.insert(t, 260).await;
+    w.sf.own().restart();
+    w.create_table(&w.tables[t].table.clone()).await;
+    w.tables[t].rows = 0;
+    w.insert(t, 260).await;
     assert!(
-        rig.wait_converged(t, Duration::from_secs(30)).await,
+        w.wait_converged(t, Duration::from_secs(30)).await,
         "no recovery after the warehouse restart; log:\n{}",
-        tail(&daemon.log_text())
+        daemon.log_tail(40)
     );
     // A quick restart between two runs: the daemon's session is simply gone
     // (code 390104 or a dead pooled connection), and it logs in again.
-    rig.sf.own().restart();
-    rig.create_table(&rig.tables[t].table.clone()).await;
-    rig.tables[t].rows = 0;
-    rig.insert(t, 320).await;
+    w.sf.own().restart();
+    w.create_table(&w.tables[t].table.clone()).await;
+    w.tables[t].rows = 0;
+    w.insert(t, 320).await;
     assert!(
-        rig.wait_converged(t, Duration::from_secs(30)).await,
+        w.wait_converged(t, Duration::from_secs(30)).await,
         "no recovery after a quick warehouse restart; log:\n{}",
-        tail(&daemon.log_text())
+        daemon.log_tail(40)
     );
     assert!(daemon.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hung_warehouse_times_out_sync_exits_nonzero_and_the_daemon_recovers_when_it_thaws() {
-    let mut rig = Rig::own_warehouse().await;
-    let t = rig.add_table("hung", 40).await;
-    rig.insert(t, 120).await;
+    let mut w = SnowflakeWorld::own_warehouse().await;
+    let t = w.add_table("hung", 40).await;
+    w.insert(t, 120).await;
     let timeout = [("MATERIALIZER__WAREHOUSE__QUERY_TIMEOUT", "2s")];
 
-    rig.sf.pause();
+    w.sf.pause();
     let started = Instant::now();
-    let out = rig.materializer(&["sync"], &timeout);
+    let out = w.materializer(&["sync"], &timeout);
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
@@ -281,68 +243,66 @@ async fn hung_warehouse_times_out_sync_exits_nonzero_and_the_daemon_recovers_whe
         shown(&out)
     );
 
-    let mut daemon = rig.spawn("daemon", &["run"], &timeout);
-    wait_events(
-        &daemon,
-        "run failed; retrying after backoff",
-        2,
-        Duration::from_secs(30),
-        |e| is_view(e, "hung"),
-    )
-    .await;
+    let mut daemon = w.spawn("daemon", &["run"], &timeout);
+    daemon
+        .wait_events(
+            "run failed; retrying after backoff",
+            2,
+            Duration::from_secs(30),
+            |e| is_view(e, "hung"),
+        )
+        .await;
     assert!(daemon.is_running());
-    rig.sf.resume();
+    w.sf.resume();
     assert!(
-        rig.wait_converged(t, Duration::from_secs(30)).await,
+        w.wait_converged(t, Duration::from_secs(30)).await,
         "{}",
-        tail(&daemon.log_text())
+        daemon.log_tail(40)
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_restarted_stopped_or_flushed_under_a_running_daemon_is_restored_and_resynced() {
-    let mut rig = Rig::shared().await;
-    let f = rig.add_table("from_file", 60).await;
-    rig.insert(f, 300).await;
+    let mut w = SnowflakeWorld::shared().await;
+    let f = w.add_table("from_file", 60).await;
+    w.insert(f, 300).await;
     // A view applied by hand (not in registry.files) lives only in Redis and the daemon's memory.
-    let a = rig.add_table("applied", 40).await;
-    rig.insert(a, 200).await;
-    let applied_file = rig.dir.join("applied.json");
-    std::fs::rename(rig.dir.join("views/applied.json"), &applied_file).unwrap();
-    let daemon = rig.spawn("daemon", &["run"], &[]);
-    let out = rig.materializer(&["apply", applied_file.to_str().unwrap()], &[]);
+    let a = w.add_table("applied", 40).await;
+    w.insert(a, 200).await;
+    let applied_file = w.dir.join("applied.json");
+    std::fs::rename(w.dir.join("views/applied.json"), &applied_file).unwrap();
+    let daemon = w.spawn("daemon", &["run"], &[]);
+    let out = w.materializer(&["apply", applied_file.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", shown(&out));
     for t in [f, a] {
         assert!(
-            rig.wait_converged(t, Duration::from_secs(30)).await,
+            w.wait_converged(t, Duration::from_secs(30)).await,
             "{}",
-            tail(&daemon.log_text())
+            daemon.log_tail(40)
         );
     }
 
     // 1. Restarted empty (no persistence), as after a crash or a failover to an empty replica.
-    rig.redis.restart();
+    w.redis.restart();
     // 2. Down for a while: the daemon keeps retrying instead of exiting.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    rig.redis.stop();
+    w.redis.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    rig.redis.restart();
+    w.redis.restart();
     for t in [f, a] {
         assert!(
-            rig.wait_converged(t, Duration::from_secs(40)).await,
+            w.wait_converged(t, Duration::from_secs(40)).await,
             "view {} not resynced after the Redis restart; log:\n{}",
-            rig.tables[t].view,
-            tail(&daemon.log_text())
+            w.tables[t].view,
+            daemon.log_tail(40)
         );
     }
     // 3. Flushed under the daemon, and a CLI command connects first: it re-creates
     // the state layout (and its own files' views), which must not hide the loss.
-    let mut c = rig.redis_conn().await;
+    let mut c = w.redis_conn().await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
-    let listed = |rig: &Rig| {
-        let status = rig.materializer(&["status", "--json"], &[]);
-        let listed: Json = serde_json::from_slice(&status.stdout).unwrap();
-        listed
+    let listed = |w: &SnowflakeWorld| {
+        w.status()
             .as_array()
             .unwrap()
             .iter()
@@ -350,36 +310,36 @@ async fn redis_restarted_stopped_or_flushed_under_a_running_daemon_is_restored_a
             .collect::<Vec<_>>()
     };
     // Usually only the file's view now; both if the daemon's refresh came first.
-    let first = listed(&rig);
+    let first = listed(&w);
     assert!(first.contains(&"from_file".to_string()), "{first:?}");
-    rig.insert(f, 50).await;
+    w.insert(f, 50).await;
     for t in [f, a] {
         assert!(
-            rig.wait_converged(t, Duration::from_secs(40)).await,
+            w.wait_converged(t, Duration::from_secs(40)).await,
             "view {} not resynced after FLUSHALL; log:\n{}",
-            rig.tables[t].view,
-            tail(&daemon.log_text())
+            w.tables[t].view,
+            daemon.log_tail(40)
         );
     }
     let deadline = Instant::now() + Duration::from_secs(15);
-    while listed(&rig) != ["applied", "from_file"] {
+    while listed(&w) != ["applied", "from_file"] {
         assert!(
             Instant::now() < deadline,
             "the applied view was not restored to the registry; log:\n{}",
-            tail(&daemon.log_text())
+            daemon.log_tail(40)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let restored = daemon.events(
         "Redis holds none of the daemon's state (flushed or replaced): restoring the registry; every view resyncs",
     );
-    assert!(restored.len() >= 2, "{}", tail(&daemon.log_text()));
+    assert!(restored.len() >= 2, "{}", daemon.log_tail(40));
 
     // 4. A view deleted on purpose (what the API's delete does to the registry)
     // is not brought back by the next restore.
-    let mut c = rig.redis_conn().await;
+    let mut c = w.redis_conn().await;
     let _: () = redis::cmd("HDEL")
-        .arg(Rig::registry_key())
+        .arg(SnowflakeWorld::registry_key())
         .arg("applied:1")
         .query_async(&mut c)
         .await
@@ -393,10 +353,10 @@ async fn redis_restarted_stopped_or_flushed_under_a_running_daemon_is_restored_a
         .len()
         <= restored.len()
     {
-        assert!(Instant::now() < deadline, "{}", tail(&daemon.log_text()));
+        assert!(Instant::now() < deadline, "{}", daemon.log_tail(40));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(listed(&rig), ["from_file"]);
+    assert_eq!(listed(&w), ["from_file"]);
     let mut daemon = daemon;
     assert!(daemon.is_running());
 }
@@ -438,19 +398,19 @@ fn run_intervals(daemon: &Daemon) -> BTreeMap<String, Vec<(i64, i64)>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_never_sync_one_view_at_once_and_share_the_views() {
-    let mut rig = Rig::shared().await;
+    let mut w = SnowflakeWorld::shared().await;
     let mut tables = Vec::new();
     for v in ["rep_a", "rep_b", "rep_c", "rep_d"] {
-        let t = rig.add_table(v, 30).await;
-        rig.insert(t, 400).await;
+        let t = w.add_table(v, 30).await;
+        w.insert(t, 400).await;
         tables.push(t);
     }
     // Slow pages make every run last long enough to collide if the lease let them.
     let slow = [("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(120)")];
-    let mut one = rig.spawn("replica1", &["run"], &slow);
-    let mut two = rig.spawn("replica2", &["run"], &slow);
+    let mut one = w.spawn("replica1", &["run"], &slow);
+    let mut two = w.spawn("replica2", &["run"], &slow);
     for &t in &tables {
-        assert!(rig.wait_converged(t, Duration::from_secs(40)).await);
+        assert!(w.wait_converged(t, Duration::from_secs(40)).await);
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     one.signal("TERM");
@@ -489,44 +449,38 @@ async fn two_replicas_never_sync_one_view_at_once_and_share_the_views() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_lease_holder_is_taken_over_once_its_lease_expires() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("takeover", 50).await;
-    rig.insert(t, 1200).await;
-    let mut holder = rig.spawn(
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("takeover", 50).await;
+    w.insert(t, 1200).await;
+    let mut holder = w.spawn(
         "holder",
         &["run"],
         &[("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(400)")],
     );
     let mine = format!(":{}/", holder.pid());
-    wait_events(
-        &holder,
-        "failpoint: sleeping",
-        2,
-        Duration::from_secs(20),
-        |_| true,
-    )
-    .await;
-    assert!(rig
+    holder
+        .wait_events("failpoint: sleeping", 2, Duration::from_secs(20), |_| true)
+        .await;
+    assert!(w
         .lease_holder("takeover")
         .await
         .is_some_and(|h| h.contains(&mine)));
     holder.kill9();
     let killed = Instant::now();
-    let mut successor = rig.spawn("successor", &["run"], &[]);
+    let mut successor = w.spawn("successor", &["run"], &[]);
     // The lease (2s, renewed every ~0.7s) outlives its dead holder for a while.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(rig
+    assert!(w
         .lease_holder("takeover")
         .await
         .is_some_and(|h| h.contains(&mine)));
     let theirs = format!(":{}/", successor.pid());
     let mut taken = None;
     while killed.elapsed() < Duration::from_secs(15) {
-        if rig
-            .lease_holder("takeover")
+        if w.lease_holder("takeover")
             .await
             .is_some_and(|h| h.contains(&theirs))
-            || rig.converged(t).await
+            || w.converged(t).await
         {
             taken = Some(killed.elapsed());
             break;
@@ -536,20 +490,20 @@ async fn a_killed_lease_holder_is_taken_over_once_its_lease_expires() {
     let taken = taken.expect("the successor never took the lease");
     assert!(taken >= Duration::from_secs(1), "taken after {taken:?}");
     assert!(
-        rig.wait_converged(t, Duration::from_secs(30)).await,
+        w.wait_converged(t, Duration::from_secs(30)).await,
         "{}",
-        tail(&successor.log_text())
+        successor.log_tail(40)
     );
     assert!(successor.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_that_lost_its_lease_does_not_commit_its_watermark() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("lost_lease", 50).await;
-    rig.insert(t, 1200).await;
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("lost_lease", 50).await;
+    w.insert(t, 1200).await;
     // The first renewal stalls past the lease's expiry (a GC pause, a frozen VM).
-    let mut stalled = rig.spawn(
+    let mut stalled = w.spawn(
         "stalled",
         &["run"],
         &[(
@@ -557,61 +511,55 @@ async fn a_run_that_lost_its_lease_does_not_commit_its_watermark() {
             "before_lease_renewal=sleep(4000);after_page_write=sleep(300)",
         )],
     );
-    wait_events(
-        &stalled,
-        "lease taken; run started",
-        1,
-        Duration::from_secs(20),
-        |_| true,
-    )
-    .await;
-    let other = rig.spawn("other", &["run"], &[]);
-    let lost = wait_events(
-        &stalled,
-        "run failed; the watermark stays",
-        1,
-        Duration::from_secs(30),
-        |e| {
-            e["error"]
-                .as_str()
-                .is_some_and(|m| m.contains("lease lost"))
-        },
-    )
-    .await;
+    stalled
+        .wait_events(
+            "lease taken; run started",
+            1,
+            Duration::from_secs(20),
+            |_| true,
+        )
+        .await;
+    let other = w.spawn("other", &["run"], &[]);
+    let lost = stalled
+        .wait_events(
+            "run failed; the watermark stays",
+            1,
+            Duration::from_secs(30),
+            |e| {
+                e["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("lease lost"))
+            },
+        )
+        .await;
     assert_eq!(lost[0]["kind"], "retryable");
     assert!(
         stalled.events("run complete").is_empty(),
         "the stalled run completed: {}",
-        tail(&stalled.log_text())
+        stalled.log_tail(40)
     );
     assert!(
-        rig.wait_converged(t, Duration::from_secs(30)).await,
+        w.wait_converged(t, Duration::from_secs(30)).await,
         "{}",
-        tail(&other.log_text())
+        other.log_tail(40)
     );
-    rig.assert_watermark_covers_only_written_rows(t).await;
+    w.assert_watermark_covers_only_written_rows(t).await;
     stalled.kill9();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_lets_the_running_page_finish_commits_nothing_and_exits_zero() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("shutdown", 100).await;
-    rig.insert(t, 700).await;
-    sync_ok(&rig);
-    let committed = rig.watermark("shutdown").await;
-    rig.insert(t, 1500).await;
-
-    // Within the grace: the page being written finishes, the run stops, nothing is committed.
-    let mut d = rig.spawn(
-        "graceful",
-        &["run"],
-        &[("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(700)")],
-    );
-    wait_events(
-        &d,
+/// Spawns `materializer run` with failpoints in `env`, waits until it has
+/// slept at `sleeps` of them, sends SIGTERM, and asserts it exits 0 within `within`.
+async fn terminate_while_sleeping(
+    w: &SnowflakeWorld,
+    name: &str,
+    env: &[(&str, &str)],
+    sleeps: usize,
+    within: Duration,
+) -> Daemon {
+    let mut d = w.spawn(name, &["run"], env);
+    d.wait_events(
         "failpoint: sleeping",
-        2,
+        sleeps,
         Duration::from_secs(20),
         |_| true,
     )
@@ -621,17 +569,34 @@ async fn sigterm_lets_the_running_page_finish_commits_nothing_and_exits_zero() {
     let status = d
         .wait_exit(Duration::from_secs(8))
         .expect("still running 8s after SIGTERM");
-    assert!(status.success(), "exit {status:?}: {}", tail(&d.log_text()));
-    assert!(
-        asked.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        asked.elapsed()
-    );
-    assert_eq!(rig.watermark("shutdown").await, committed);
-    rig.assert_watermark_covers_only_written_rows(t).await;
-    let mut c = rig.redis_conn().await;
+    assert!(status.success(), "exit {status:?}: {}", d.log_tail(40));
+    assert!(asked.elapsed() < within, "took {:?}", asked.elapsed());
+    d
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_running_page_finish_commits_nothing_and_exits_zero() {
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("shutdown", 100).await;
+    w.insert(t, 700).await;
+    w.sync();
+    let committed = w.watermark("shutdown").await;
+    w.insert(t, 1500).await;
+
+    // Within the grace: the page being written finishes, the run stops, nothing is committed.
+    terminate_while_sleeping(
+        &w,
+        "graceful",
+        &[("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(700)")],
+        2,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(w.watermark("shutdown").await, committed);
+    w.assert_watermark_covers_only_written_rows(t).await;
+    let mut c = w.redis_conn().await;
     let run: String = redis::cmd("GET")
-        .arg(Rig::state_key("shutdown", "run"))
+        .arg(SnowflakeWorld::state_key("shutdown", "run"))
         .query_async(&mut c)
         .await
         .unwrap();
@@ -639,102 +604,86 @@ async fn sigterm_lets_the_running_page_finish_commits_nothing_and_exits_zero() {
     assert_eq!(run["status"], "interrupted", "{run}");
 
     // A page slower than the grace: abandoned at the deadline, still nothing committed.
-    let mut d = rig.spawn(
+    let d = terminate_while_sleeping(
+        &w,
         "impatient",
-        &["run"],
         &[
             ("MATERIALIZER_FAILPOINTS", "after_page_write=sleep(30000)"),
             ("MATERIALIZER__SCHEDULER__SHUTDOWN_GRACE", "1s"),
         ],
-    );
-    wait_events(
-        &d,
-        "failpoint: sleeping",
         1,
-        Duration::from_secs(20),
-        |_| true,
+        Duration::from_secs(4),
     )
     .await;
-    d.signal("TERM");
-    let asked = Instant::now();
-    let status = d
-        .wait_exit(Duration::from_secs(8))
-        .expect("still running 8s after SIGTERM");
-    assert!(status.success(), "exit {status:?}: {}", tail(&d.log_text()));
-    assert!(
-        asked.elapsed() < Duration::from_secs(4),
-        "took {:?}",
-        asked.elapsed()
-    );
     assert!(d.log_text().contains("shutdown grace elapsed"));
-    assert_eq!(rig.watermark("shutdown").await, committed);
-    rig.assert_watermark_covers_only_written_rows(t).await;
+    assert_eq!(w.watermark("shutdown").await, committed);
+    w.assert_watermark_covers_only_written_rows(t).await;
 
     // And a plain run afterwards picks everything up.
-    sync_ok(&rig);
-    rig.assert_converged(t).await;
+    w.sync();
+    w.assert_converged(t).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_crash_check_catches_a_watermark_that_runs_ahead_of_the_data() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("ahead", 30).await;
-    rig.insert(t, 100).await;
-    sync_ok(&rig);
-    rig.assert_watermark_covers_only_written_rows(t).await;
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("ahead", 30).await;
+    w.insert(t, 100).await;
+    w.sync();
+    w.assert_watermark_covers_only_written_rows(t).await;
     // Rows nobody wrote, and a watermark claiming them: what a premature commit leaves.
-    rig.insert(t, 100).await;
-    let mut c = rig.redis_conn().await;
+    w.insert(t, 100).await;
+    let mut c = w.redis_conn().await;
     let _: () = redis::cmd("SET")
-        .arg(Rig::state_key("ahead", "wm"))
-        .arg((rig::BASE_NANOS + 199 * rig::SECOND).to_string())
+        .arg(SnowflakeWorld::state_key("ahead", "wm"))
+        .arg((BASE_NANOS + 199 * SECOND).to_string())
         .query_async(&mut c)
         .await
         .unwrap();
-    let rig = std::sync::Arc::new(rig);
+    let w = std::sync::Arc::new(w);
     let check = {
-        let rig = rig.clone();
-        tokio::spawn(async move { rig.assert_watermark_covers_only_written_rows(t).await })
+        let w = w.clone();
+        tokio::spawn(async move { w.assert_watermark_covers_only_written_rows(t).await })
     };
     assert!(check.await.is_err_and(|e| e.is_panic()));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_that_panics_releases_its_lease_and_the_view_runs_again() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("panics", 20).await;
-    rig.insert(t, 200).await;
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("panics", 20).await;
+    w.insert(t, 200).await;
     // A bug in the run task (here: a panic just before the commit) must not
     // leave the lease renewer behind, holding the view for ever.
-    let daemon = rig.spawn(
+    let daemon = w.spawn(
         "daemon",
         &["run"],
         &[("MATERIALIZER_FAILPOINTS", "before_watermark_commit=panic@1")],
     );
-    wait_events(
-        &daemon,
-        "run task died; retrying after backoff",
-        1,
-        Duration::from_secs(20),
-        |_| true,
-    )
-    .await;
+    daemon
+        .wait_events(
+            "run task died; retrying after backoff",
+            1,
+            Duration::from_secs(20),
+            |_| true,
+        )
+        .await;
     assert!(
-        rig.wait_converged(t, Duration::from_secs(20)).await,
+        w.wait_converged(t, Duration::from_secs(20)).await,
         "the view never ran again after the panic: {}",
-        tail(&daemon.log_text())
+        daemon.log_tail(40)
     );
-    rig.assert_watermark_covers_only_written_rows(t).await;
+    w.assert_watermark_covers_only_written_rows(t).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_that_goes_back_in_time_is_restored_and_its_views_keep_syncing() {
-    let mut rig = Rig::shared().await;
-    let first = rig.add_table("before_snapshot", 10).await;
-    rig.insert(first, 20).await;
-    let mut c = rig.redis_conn().await;
+    let mut w = SnowflakeWorld::shared().await;
+    let first = w.add_table("before_snapshot", 10).await;
+    w.insert(first, 20).await;
+    let mut c = w.redis_conn().await;
     // Apply the first view, then take the "replica's" copy of the registry.
-    assert!(rig.materializer(&["status"], &[]).status.success());
+    assert!(w.materializer(&["status"], &[]).status.success());
     let keys = materializer::profiles::state::Keys::new("materializer:", "signals");
     let dump = |key: String| {
         let mut c = c.clone();
@@ -750,13 +699,13 @@ async fn a_registry_that_goes_back_in_time_is_restored_and_its_views_keep_syncin
     let old_views = dump(keys.views()).await;
     let old_rev = dump(keys.registry_rev()).await;
 
-    let mut daemon = rig.spawn("daemon", &["run"], &[]);
-    let late = rig.add_table("after_snapshot", 10).await;
-    rig.insert(late, 20).await;
+    let mut daemon = w.spawn("daemon", &["run"], &[]);
+    let late = w.add_table("after_snapshot", 10).await;
+    w.insert(late, 20).await;
     // Any command applies `registry.files`; the running daemon learns the
     // view from the registry.
-    assert!(rig.materializer(&["status"], &[]).status.success());
-    assert!(rig.wait_converged(late, Duration::from_secs(20)).await);
+    assert!(w.materializer(&["status"], &[]).status.success());
+    assert!(w.wait_converged(late, Duration::from_secs(20)).await);
     // Failover to a replica that lags behind the last apply: same state
     // epoch, older registry.
     for (key, dumped) in [(keys.views(), &old_views), (keys.registry_rev(), &old_rev)] {
@@ -769,20 +718,18 @@ async fn a_registry_that_goes_back_in_time_is_restored_and_its_views_keep_syncin
             .await
             .unwrap();
     }
-    rig.insert(late, 20).await;
-    wait_events(
-        &daemon,
-        "the registry went back in time (failover to a lagging replica, or an older snapshot): restoring the views this daemon knows",
+    w.insert(late, 20).await;
+    daemon.wait_events("the registry went back in time (failover to a lagging replica, or an older snapshot): restoring the views this daemon knows",
         1,
         Duration::from_secs(20),
         |_| true,
     )
     .await;
     assert!(
-        rig.wait_converged(late, Duration::from_secs(20)).await,
+        w.wait_converged(late, Duration::from_secs(20)).await,
         "{}",
-        tail(&daemon.log_text())
+        daemon.log_tail(40)
     );
-    assert!(rig.wait_converged(first, Duration::from_secs(5)).await);
+    assert!(w.wait_converged(first, Duration::from_secs(5)).await);
     assert!(daemon.is_running());
 }

@@ -5,12 +5,10 @@
 //! warehouse, a config error on the very line holding the secret), and no
 //! secret appears in any byte of stdout or stderr.
 
-mod rig;
-mod support;
-
 use std::time::Duration;
 
-use rig::{Rig, BASE_CONFIG, WH_PASSWORD};
+use crate::fixtures::{shown, ConfigToml, SnowflakeWorld, WH_PASSWORD};
+use crate::support;
 
 const REDIS_PASSWORD: &str = "redis-pw-Hn3bQ7";
 const API_TOKEN: &str = "api-token-Ly5mC2dV8";
@@ -38,10 +36,10 @@ const TRACE: [(&str, &str); 1] = [("RUST_LOG", "trace")];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_password_key_or_token_in_trace_logs_or_errors() {
-    let mut rig = Rig::shared().await;
-    let t = rig.add_table("secret", 20).await;
-    rig.insert(t, 60).await;
-    let mut c = rig.redis_conn().await;
+    let mut w = SnowflakeWorld::shared().await;
+    let t = w.add_table("secret", 20).await;
+    w.insert(t, 60).await;
+    let mut c = w.redis_conn().await;
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("requirepass")
@@ -49,39 +47,31 @@ async fn no_password_key_or_token_in_trace_logs_or_errors() {
         .query_async(&mut c)
         .await
         .unwrap();
-    rig.redis_password = Some(REDIS_PASSWORD.into());
-    let redis_url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}/", rig.redis.port);
+    w.redis_password = Some(REDIS_PASSWORD.into());
+    let redis_url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}/", w.redis.port);
     let api_port = support::free_port();
-    let sections = format!(
-        "{BASE_CONFIG}[api]\nlisten = \"127.0.0.1:{api_port}\"\ntokens = [\"{API_TOKEN}\"]\n"
-    );
+    let config = w
+        .fast_config()
+        .set("profiles.redis_url", &redis_url)
+        .set("api.listen", format!("127.0.0.1:{api_port}"))
+        .set("api.tokens", [API_TOKEN]);
     let secrets = [WH_PASSWORD, REDIS_PASSWORD, API_TOKEN];
-    let trace_config =
-        |text: String| text.replace("level = \"info,materializer=debug\"", "level = \"trace\"");
+    let trace = |c: ConfigToml| c.set("log.level", "trace");
 
     // Password auth: every command, and the daemon for a few runs.
-    rig.write_config_with(
-        &sections,
-        &format!("password = \"{WH_PASSWORD}\""),
-        &redis_url,
-    );
-    std::fs::write(
-        &rig.config,
-        trace_config(std::fs::read_to_string(&rig.config).unwrap()),
-    )
-    .unwrap();
+    w.write_config(&trace(config.clone()));
     for args in [
         &["sync"][..],
         &["status", "--json"],
         &["check"],
         &["profile", "--view", "secret", "u1"],
     ] {
-        let out = rig.materializer(args, &TRACE);
-        assert!(out.status.success(), "{args:?}: {}", rig::shown(&out));
+        let out = w.materializer(args, &TRACE);
+        assert!(out.status.success(), "{args:?}: {}", shown(&out));
         assert_no_secret(&format!("{args:?}"), &all_output(&out), &secrets);
     }
-    rig.assert_converged(t).await;
-    let daemon = rig.spawn("daemon", &["run"], &TRACE);
+    w.assert_converged(t).await;
+    let daemon = w.spawn("daemon", &["run"], &TRACE);
     // The token travels through the API's auth path: accepted once, refused once.
     let http = reqwest::Client::new();
     let status_url = format!("http://127.0.0.1:{api_port}/api/v1/sync/status");
@@ -110,34 +100,26 @@ async fn no_password_key_or_token_in_trace_logs_or_errors() {
     // Failures print errors: a wrong Redis password, an unreachable warehouse.
     let wrong = format!(
         "redis://:wrong-{REDIS_PASSWORD}@127.0.0.1:{}/",
-        rig.redis.port
+        w.redis.port
     );
-    rig.write_config_with(&sections, &format!("password = \"{WH_PASSWORD}\""), &wrong);
-    let out = rig.materializer(&["sync"], &TRACE);
-    assert_eq!(out.status.code(), Some(1), "{}", rig::shown(&out));
+    w.write_config(&config.clone().set("profiles.redis_url", wrong));
+    let out = w.materializer(&["sync"], &TRACE);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     assert_no_secret("wrong redis password", &all_output(&out), &secrets);
-    rig.write_config_with(
-        &sections,
-        &format!("password = \"{WH_PASSWORD}\""),
-        &redis_url,
-    );
-    let text = std::fs::read_to_string(&rig.config).unwrap().replace(
-        &rig.sf.base_url,
-        &format!("http://127.0.0.1:{}", support::free_port()),
-    );
-    std::fs::write(&rig.config, text).unwrap();
-    let out = rig.materializer(&["sync"], &TRACE);
-    assert_eq!(out.status.code(), Some(1), "{}", rig::shown(&out));
+    let nowhere = format!("http://127.0.0.1:{}", support::free_port());
+    w.write_config(&config.clone().set("warehouse.base_url", nowhere));
+    let out = w.materializer(&["sync"], &TRACE);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     assert_no_secret("unreachable warehouse", &all_output(&out), &secrets);
 
     // A config error on the line holding the secret (an unterminated string).
-    rig.write_config_with(
-        &sections,
-        &format!("password = \"{WH_PASSWORD}"),
-        &redis_url,
+    w.write_config(
+        &config
+            .clone()
+            .raw("warehouse.password", format!("\"{WH_PASSWORD}")),
     );
-    let out = rig.materializer(&["sync"], &TRACE);
-    assert_eq!(out.status.code(), Some(2), "{}", rig::shown(&out));
+    let out = w.materializer(&["sync"], &TRACE);
+    assert_eq!(out.status.code(), Some(2), "{}", shown(&out));
     assert_no_secret("config error", &all_output(&out), &secrets);
 
     // Key-pair auth: the inline key, and the same key from a file.
@@ -149,23 +131,20 @@ async fn no_password_key_or_token_in_trace_logs_or_errors() {
     assert!(!key_lines.is_empty());
     let mut secrets: Vec<&str> = secrets.to_vec();
     secrets.extend(&key_lines);
+    let key_path = support::test_private_key_path();
     for auth in [
-        format!("private_key = '''\n{pem}'''"),
-        format!(
-            "private_key_path = \"{}\"",
-            support::test_private_key_path().display()
-        ),
+        config
+            .clone()
+            .raw("warehouse.private_key", format!("'''\n{pem}'''")),
+        config
+            .clone()
+            .set("warehouse.private_key_path", key_path.to_str().unwrap()),
     ] {
-        rig.write_config_with(&sections, &auth, &redis_url);
-        std::fs::write(
-            &rig.config,
-            trace_config(std::fs::read_to_string(&rig.config).unwrap()),
-        )
-        .unwrap();
-        rig.insert(t, 10).await;
-        let out = rig.materializer(&["sync"], &TRACE);
-        assert!(out.status.success(), "{}", rig::shown(&out));
+        w.write_config(&trace(auth.unset("warehouse.password")));
+        w.insert(t, 10).await;
+        let out = w.materializer(&["sync"], &TRACE);
+        assert!(out.status.success(), "{}", shown(&out));
         assert_no_secret("key-pair sync", &all_output(&out), &secrets);
-        rig.assert_converged(t).await;
+        w.assert_converged(t).await;
     }
 }

@@ -11,120 +11,40 @@
 //! Assumes the harness in `tests/support` (fakesnow + compatibility proxy,
 //! throwaway redis-server).
 
-mod support;
-
-use std::path::PathBuf;
-
 use serde_json::{json, Value as Json};
-use support::{materializer_bin, scratch_dir, unique_name, RedisServer, SnowflakeServer};
 
-struct World {
-    sf: &'static SnowflakeServer,
-    _redis: RedisServer,
-    db: String,
-    dir: PathBuf,
-    config: PathBuf,
+use crate::fixtures::{stamped, SnowflakeWorld};
+
+/// A world whose database has `ddl` run in it (schema `SIGNALS`) and `views`
+/// (whose `batch_source` is pointed there) in its registry files; pages of two rows.
+async fn world(ddl: &[&str], views: &[Json]) -> SnowflakeWorld {
+    let w = SnowflakeWorld::shared().await;
+    w.sql("SIGNALS", ddl).await;
+    let views: Vec<Json> = views
+        .iter()
+        .cloned()
+        .map(|mut v| {
+            v["batch_source"]["database"] = json!(w.db);
+            v["batch_source"]["schema"] = json!("SIGNALS");
+            v
+        })
+        .collect();
+    std::fs::write(w.views().join("views.json"), json!(views).to_string()).unwrap();
+    w.write_config(
+        &w.config()
+            .set("sync.lookback", "10m")
+            .set("sync.page_rows", 2),
+    );
+    w
 }
 
-impl World {
-    /// A database with `ddl` run in it, and `views` (JSON values whose
-    /// `batch_source.database` is filled in) in the registry files.
-    async fn new(ddl: &[&str], views: &[Json]) -> World {
-        let sf = SnowflakeServer::shared();
-        let redis = RedisServer::start();
-        let db = unique_name("KEYSET");
-        let dir = scratch_dir("keyset-e2e");
-        sf.exec_in(&db, "SIGNALS", ddl).await;
-        std::fs::create_dir_all(dir.join("views")).unwrap();
-        let views: Vec<Json> = views
-            .iter()
-            .cloned()
-            .map(|mut v| {
-                v["batch_source"]["database"] = json!(db);
-                v["batch_source"]["schema"] = json!("SIGNALS");
-                v
-            })
-            .collect();
-        std::fs::write(dir.join("views/views.json"), json!(views).to_string()).unwrap();
-        let config = dir.join("materializer.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[sync]
-lookback = "10m"
-page_rows = 2
-[warehouse]
-kind = "snowflake"
-account = "testacct"
-user = "SIGNALS"
-password = "test-password"
-database = "{db}"
-base_url = "{base}"
-query_timeout = "30s"
-[profiles]
-redis_url = "{redis}"
-[registry]
-files = ["views/*.json"]
-[log]
-format = "text"
-"#,
-                base = sf.base_url,
-                redis = redis.url,
-            ),
-        )
-        .unwrap();
-        World {
-            sf,
-            _redis: redis,
-            db,
-            dir,
-            config,
-        }
-    }
+async fn sql(w: &SnowflakeWorld, sql: &str) {
+    w.sql("SIGNALS", &[sql]).await;
+}
 
-    async fn sql(&self, sql: &str) {
-        self.sf.exec_in(&self.db, "SIGNALS", &[sql]).await;
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(materializer_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .expect("run materializer")
-    }
-
-    /// Runs `sync`, asserts success, returns stdout.
-    fn sync(&self) -> String {
-        let out = self.run(&["sync"]);
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "sync failed\nstdout: {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// (event_timestamp, VISITS) per entity, as `materializer profile` prints them.
-    fn profiles(&self, view: &str, entities: &[&str]) -> Vec<(Json, Json)> {
-        let mut args = vec!["profile", "--view", view];
-        args.extend_from_slice(entities);
-        let out = self.run(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let printed: Vec<Json> = serde_json::from_slice(&out.stdout).unwrap();
-        printed
-            .iter()
-            .map(|p| (p["event_timestamp"].clone(), p["values"]["VISITS"].clone()))
-            .collect()
-    }
+/// (event_timestamp, VISITS) per entity, as `materializer profile` prints them.
+fn profiles(w: &SnowflakeWorld, view: &str, entities: &[&str]) -> Vec<(Json, Json)> {
+    stamped(&w.profile(view, entities), "VISITS")
 }
 
 fn view(name: &str, entity: &str, table: &str, zone: Option<&str>) -> Json {
@@ -143,7 +63,7 @@ fn view(name: &str, entity: &str, table: &str, zone: Option<&str>) -> Json {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn text_and_numeric_entities_page_through_one_shared_timestamp() {
-    let w = World::new(
+    let w = world(
         &[
             r#"CREATE TABLE "PEOPLE" ("ACCOUNT" VARCHAR, "CUSTOMER_ID" NUMBER(38,0),
                "VISITS" NUMBER(38,0), "UPDATED_AT" TIMESTAMP_NTZ)"#,
@@ -163,34 +83,35 @@ async fn text_and_numeric_entities_page_through_one_shared_timestamp() {
         .enumerate()
         .map(|(i, a)| format!("('{a}', {}, {}, '2024-07-15 12:00:00')", i + 1, i + 1))
         .collect();
-    w.sql(&format!(
-        r#"INSERT INTO "PEOPLE" VALUES {}"#,
-        values.join(", ")
-    ))
+    sql(
+        &w,
+        &format!(r#"INSERT INTO "PEOPLE" VALUES {}"#, values.join(", ")),
+    )
     .await;
     w.sync();
     let at = |i: usize| (json!("2024-07-15T12:00:00Z"), json!(i + 1));
     assert_eq!(
-        w.profiles("by_account", &accounts),
+        profiles(&w, "by_account", &accounts),
         (0..accounts.len()).map(at).collect::<Vec<_>>()
     );
     let ids: Vec<String> = (1..=accounts.len()).map(|i| i.to_string()).collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_eq!(
-        w.profiles("by_customer", &ids),
+        profiles(&w, "by_customer", &ids),
         (0..accounts.len()).map(at).collect::<Vec<_>>()
     );
 
     // Incremental: the window's bound is a number literal; a newer row and a
     // late one inside the lookback land, and the watermark's rows are re-read.
-    w.sql(
+    sql(
+        &w,
         r#"INSERT INTO "PEOPLE" VALUES ('a', 1, 100, '2024-07-15 12:01:00'),
                                        ('new', 13, 13, '2024-07-15 11:55:00')"#,
     )
     .await;
     w.sync();
     assert_eq!(
-        w.profiles("by_account", &["a", "new", "Z"]),
+        profiles(&w, "by_account", &["a", "new", "Z"]),
         vec![
             (json!("2024-07-15T12:01:00Z"), json!(100)),
             (json!("2024-07-15T11:55:00Z"), json!(13)),
@@ -198,7 +119,7 @@ async fn text_and_numeric_entities_page_through_one_shared_timestamp() {
         ]
     );
     assert_eq!(
-        w.profiles("by_customer", &["1", "13"]),
+        profiles(&w, "by_customer", &["1", "13"]),
         vec![
             (json!("2024-07-15T12:01:00Z"), json!(100)),
             (json!("2024-07-15T11:55:00Z"), json!(13)),
@@ -208,7 +129,7 @@ async fn text_and_numeric_entities_page_through_one_shared_timestamp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ntz_in_a_zone_and_tz_columns_window_with_number_literals() {
-    let w = World::new(
+    let w = world(
         &[
             r#"CREATE TABLE "NTZ_EVENTS" ("DOMAIN_USERID" VARCHAR, "VISITS" NUMBER(38,0), "UPDATED_AT" TIMESTAMP_NTZ)"#,
             r#"CREATE TABLE "TZ_EVENTS" ("DOMAIN_USERID" VARCHAR, "VISITS" NUMBER(38,0), "UPDATED_AT" TIMESTAMP_TZ)"#,
@@ -220,17 +141,21 @@ async fn ntz_in_a_zone_and_tz_columns_window_with_number_literals() {
         ],
     )
     .await;
-    w.sql(
+    sql(
+        &w,
         r#"INSERT INTO "NTZ_EVENTS" VALUES ('u1', 1, '2024-07-15 12:00:00'),
                                            ('u2', 2, '2024-11-03 01:30:00')"#,
     )
     .await;
     // A zone on a TIMESTAMP_TZ column changes nothing: its values are instants.
-    w.sql(r#"INSERT INTO "TZ_EVENTS" VALUES ('t1', 1, '2024-07-15 12:00:00+02:00')"#)
-        .await;
+    sql(
+        &w,
+        r#"INSERT INTO "TZ_EVENTS" VALUES ('t1', 1, '2024-07-15 12:00:00+02:00')"#,
+    )
+    .await;
     w.sync();
     assert_eq!(
-        w.profiles("ny", &["u1", "u2"]),
+        profiles(&w, "ny", &["u1", "u2"]),
         vec![
             (json!("2024-07-15T16:00:00Z"), json!(1)),
             // 01:30 happens twice on 2024-11-03 in New York: the first (EDT) counts.
@@ -238,31 +163,35 @@ async fn ntz_in_a_zone_and_tz_columns_window_with_number_literals() {
         ]
     );
     assert_eq!(
-        w.profiles("plain", &["u1"]),
+        profiles(&w, "plain", &["u1"]),
         vec![(json!("2024-07-15T12:00:00Z"), json!(1))]
     );
     assert_eq!(
-        w.profiles("zoned", &["t1"]),
+        profiles(&w, "zoned", &["t1"]),
         vec![(json!("2024-07-15T10:00:00Z"), json!(1))]
     );
 
     // Incremental. ny's watermark is 2024-11-03T05:30Z: a row stamped 01:25 New
     // York time (05:25Z, inside the lookback) is hours before that UTC bound as
     // a wall time, and still lands. zoned's window is bounded by a TZ literal.
-    w.sql(r#"INSERT INTO "NTZ_EVENTS" VALUES ('u3', 3, '2024-11-03 01:25:00')"#)
-        .await;
-    w.sql(
+    sql(
+        &w,
+        r#"INSERT INTO "NTZ_EVENTS" VALUES ('u3', 3, '2024-11-03 01:25:00')"#,
+    )
+    .await;
+    sql(
+        &w,
         r#"INSERT INTO "TZ_EVENTS" VALUES ('t2', 2, '2024-07-15 09:55:00+00:00'),
                                           ('t3', 3, '2024-07-15 09:40:00+00:00')"#,
     )
     .await;
     w.sync();
     assert_eq!(
-        w.profiles("ny", &["u3"]),
+        profiles(&w, "ny", &["u3"]),
         vec![(json!("2024-11-03T05:25:00Z"), json!(3))]
     );
     assert_eq!(
-        w.profiles("zoned", &["t2", "t3"]),
+        profiles(&w, "zoned", &["t2", "t3"]),
         vec![
             (json!("2024-07-15T09:55:00Z"), json!(2)),
             // Before the window (10:00Z - 10m): not read.

@@ -12,14 +12,13 @@
 //! Feast SDK costs ~7 s per call). Assumes the harness in `tests/support` and
 //! the Feast venv from `scripts/python-env.sh feast`.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use base64::Engine;
 use materializer::warehouse::sql;
 use serde_json::{json, Value as Json};
-use support::{materializer_bin, scratch_dir, unique_name, RedisServer, SnowflakeServer};
+
+use crate::fixtures::{feast_read, stderr, stdout, SnowflakeWorld};
 
 const TABLE: &str = "TYPES";
 const VIEW: &str = "type_matrix";
@@ -98,315 +97,212 @@ fn big_text() -> String {
 
 const AWKWARD: &str = "q'uote \\ back \"dq\" 🎉 ü";
 
+// One column per block, one cell (entity) per line: kept as a table.
+#[rustfmt::skip]
 fn matrix() -> Vec<Column> {
     let f32_of = |x: f64| json!(x as f32 as f64);
     vec![
-        col(
-            "I32",
-            "NUMBER(38,0)",
-            "int32",
-            [
-                ("42", v(json!(42))),
-                ("-2147483648", v(json!(i32::MIN))),
-                ("2147483647", v(json!(i32::MAX))),
-                ("2147483648", Skip("overflow")),
-                ("NULL", Null),
-            ],
-        ),
-        col(
-            "I32_SCALED",
-            "NUMBER(10,2)",
-            "int32",
-            [
-                ("12.00", v(json!(12))),
-                ("-7.00", v(json!(-7))),
-                ("99999999.00", v(json!(99_999_999))),
-                ("12.50", Skip("not_integer")),
-                ("NULL", Null),
-            ],
-        ),
-        col(
-            "I64",
-            "NUMBER(38,0)",
-            "int64",
-            [
-                ("1234567890123", v(json!(1_234_567_890_123i64))),
-                ("-9223372036854775808", v(json!(i64::MIN))),
-                ("9223372036854775807", v(json!(i64::MAX))),
-                ("NULL", Null),
-                ("NULL", Null),
-            ],
-        ),
-        col(
-            "I64_SCALED",
-            "NUMBER(38,2)",
-            "int64",
-            [
-                ("5.00", v(json!(5))),
-                ("-9223372036854775808.00", v(json!(i64::MIN))),
-                ("9223372036854775807.00", v(json!(i64::MAX))),
-                ("123456789012345678901.00", Skip("overflow")),
-                ("NULL", Null),
-            ],
-        ),
-        col(
-            "DBL",
-            "FLOAT",
-            "double",
-            [
-                ("0.1", v(json!(0.1))),
-                ("'NaN'::FLOAT", v(json!("NaN"))),
-                ("'inf'::FLOAT", v(json!("Infinity"))),
-                ("'-inf'::FLOAT", v(json!("-Infinity"))),
-                ("NULL", Null),
-            ],
-        ),
-        col(
-            "DBL_FROM_NUMBER",
-            "NUMBER(10,2)",
-            "double",
-            [
-                ("0.10", v(json!(0.1))),
-                ("-12345678.99", v(json!(-12_345_678.99))),
-                ("0.00", v(json!(0.0))),
-                ("NULL", Null),
-                ("NULL", Null),
-            ],
-        ),
-        col(
-            "FLT",
-            "FLOAT",
-            "float",
-            [
-                ("0.1", v(f32_of(0.1))),
-                ("'-inf'::FLOAT", v(json!("-Infinity"))),
-                ("'NaN'::FLOAT", v(json!("NaN"))),
-                ("1e300", Skip("overflow")),
-                ("NULL", Null),
-            ],
-        ),
-        Column {
-            name: "STR",
-            sql_type: "VARCHAR",
-            field_type: "string",
-            cells: [
-                ("'hello'".into(), v(json!("hello"))),
-                ("''".into(), v(json!(""))),
-                ("REPEAT('ü日x', 700000)".into(), v(json!(big_text()))),
-                (sql::string_literal(AWKWARD), v(json!(AWKWARD))),
-                ("NULL".into(), Null),
-            ],
-        },
-        col(
-            "BYT",
-            "BINARY",
-            "bytes",
-            [
-                ("TO_BINARY('68656c6c6f', 'HEX')", v(b64(b"hello"))),
-                ("TO_BINARY('', 'HEX')", v(b64(b""))),
-                ("TO_BINARY('00ff80', 'HEX')", v(b64(&[0, 0xff, 0x80]))),
-                ("NULL", Null),
-                ("NULL", Null),
-            ],
-        ),
-        col(
-            "FLAG",
-            "BOOLEAN",
-            "bool",
-            [
-                ("TRUE", v(json!(true))),
-                ("FALSE", v(json!(false))),
-                ("TRUE", v(json!(true))),
-                ("NULL", Null),
-                ("NULL", Null),
-            ],
-        ),
-        Column {
-            name: "TS_NTZ",
-            sql_type: "TIMESTAMP_NTZ",
-            field_type: "unix_timestamp",
-            cells: [
-                // Whole seconds, floored (as Feast's own scalar materialization does).
-                (
-                    ts("2024-05-01 10:00:00.999", "TIMESTAMP_NTZ"),
-                    v(json!("2024-05-01T10:00:00+00:00")),
-                ),
-                (
-                    ts("1960-05-01 12:00:00", "TIMESTAMP_NTZ"),
-                    v(json!("1960-05-01T12:00:00+00:00")),
-                ),
-                (
-                    ts("1969-12-31 23:59:59.5", "TIMESTAMP_NTZ"),
-                    v(json!("1969-12-31T23:59:59+00:00")),
-                ),
-                (
-                    ts("0001-01-01 00:00:00", "TIMESTAMP_NTZ"),
-                    v(json!("0001-01-01T00:00:00+00:00")),
-                ),
-                ("NULL".into(), Null),
-            ],
-        },
-        Column {
-            name: "TS_TZ",
-            sql_type: "TIMESTAMP_TZ",
-            field_type: "unix_timestamp",
-            cells: [
-                (
-                    ts("2024-01-01 10:00:00 +05:30", "TIMESTAMP_TZ"),
-                    v(json!("2024-01-01T04:30:00+00:00")),
-                ),
-                (
-                    ts("1965-06-01 00:00:00 -08:00", "TIMESTAMP_TZ"),
-                    v(json!("1965-06-01T08:00:00+00:00")),
-                ),
-                (
-                    ts("2024-03-10 02:30:00 +00:00", "TIMESTAMP_TZ"),
-                    v(json!("2024-03-10T02:30:00+00:00")),
-                ),
-                ("NULL".into(), Null),
-                ("NULL".into(), Null),
-            ],
-        },
-        Column {
-            name: "TS_LTZ",
-            sql_type: "TIMESTAMP_LTZ",
-            field_type: "unix_timestamp",
-            cells: [
-                (
-                    ts("2024-01-01 10:00:00 +01:00", "TIMESTAMP_LTZ"),
-                    v(json!("2024-01-01T09:00:00+00:00")),
-                ),
-                (
-                    ts("1950-01-01 00:00:00", "TIMESTAMP_LTZ"),
-                    v(json!("1950-01-01T00:00:00+00:00")),
-                ),
-                ("NULL".into(), Null),
-                ("NULL".into(), Null),
-                ("NULL".into(), Null),
-            ],
-        },
-        Column {
-            name: "L_I32",
-            sql_type: "ARRAY",
-            field_type: "int32_list",
-            cells: [
-                (json_doc("[1, -2, 2147483647]"), v(json!([1, -2, i32::MAX]))),
-                (json_doc("[]"), v(json!([]))),
-                (json_doc("[-2147483648]"), v(json!([i32::MIN]))),
-                (json_doc("[1, null, 3]"), Skip("null_in_list")),
-                ("NULL".into(), Null),
-            ],
-        },
-        Column {
-            name: "L_I64",
-            sql_type: "ARRAY",
-            field_type: "int64_list",
-            cells: [
-                // Beyond f64's exact integers: must not pass through a float.
-                (
-                    json_doc("[9007199254740993, -1]"),
-                    v(json!([9_007_199_254_740_993i64, -1])),
-                ),
-                (json_doc("[]"), v(json!([]))),
-                (json_doc("[9223372036854775807]"), v(json!([i64::MAX]))),
-                (json_doc(r#"[1, "x"]"#), Skip("unrepresentable")),
-                ("NULL".into(), Null),
-            ],
-        },
-        Column {
-            name: "L_DBL",
-            sql_type: "VARIANT",
-            field_type: "double_list",
-            cells: [
-                (json_doc("[1.5, 0.1]"), v(json!([1.5, 0.1]))),
-                (
-                    json_doc(r#"["NaN", "Infinity", "-Infinity"]"#),
-                    v(json!(["NaN", "Infinity", "-Infinity"])),
-                ),
-                (json_doc("[]"), v(json!([]))),
-                (json_doc("5"), Skip("invalid_list")),
-                ("NULL".into(), Null),
-            ],
-        },
-        Column {
-            name: "L_FLT",
-            sql_type: "ARRAY",
-            field_type: "float_list",
-            cells: [
-                (json_doc("[0.1, -2.5]"), v(json!([f32_of(0.1), -2.5]))),
-                (json_doc("[]"), v(json!([]))),
-                (json_doc(r#"["NaN"]"#), v(json!(["NaN"]))),
-                (json_doc("[1e300]"), Skip("overflow")),
-                ("NULL".into(), Null),
-            ],
-        },
-        Column {
-            name: "L_STR",
-            sql_type: "ARRAY",
-            field_type: "string_list",
-            cells: [
-                (
-                    json_doc(r#"["ü", "", "日本"]"#),
-                    v(json!(["ü", "", "日本"])),
-                ),
-                (json_doc("[]"), v(json!([]))),
-                (
-                    json_doc(&serde_json::to_string(&[AWKWARD]).unwrap()),
-                    v(json!([AWKWARD])),
-                ),
-                (json_doc(r#"["a", null]"#), Skip("null_in_list")),
-                ("NULL".into(), Null),
-            ],
-        },
-        Column {
-            name: "L_BYT",
-            sql_type: "ARRAY",
-            field_type: "bytes_list",
-            cells: [
-                (
-                    json_doc(r#"["hi", "ü"]"#),
-                    v(json!([b64(b"hi"), b64("ü".as_bytes())])),
-                ),
-                (json_doc("[]"), v(json!([]))),
-                (json_doc(r#"[""]"#), v(json!([b64(b"")]))),
-                (json_doc("[1]"), Skip("unrepresentable")),
-                ("NULL".into(), Null),
-            ],
-        },
-        Column {
-            name: "L_BOOL",
-            sql_type: "ARRAY",
-            field_type: "bool_list",
-            cells: [
-                (json_doc("[true, false]"), v(json!([true, false]))),
-                (json_doc("[]"), v(json!([]))),
-                (json_doc("[false]"), v(json!([false]))),
-                (json_doc("[true, null]"), Skip("null_in_list")),
-                ("NULL".into(), Null),
-            ],
-        },
-        Column {
-            name: "L_TS",
-            sql_type: "ARRAY",
-            field_type: "unix_timestamp_list",
-            cells: [
-                (
-                    json_doc(r#"["2024-01-01", "1960-01-01 00:00:00", 1700000000]"#),
-                    v(json!([
-                        "2024-01-01T00:00:00+00:00",
-                        "1960-01-01T00:00:00+00:00",
-                        "2023-11-14T22:13:20+00:00"
-                    ])),
-                ),
-                (json_doc("[]"), v(json!([]))),
-                (
-                    json_doc(r#"["2024-01-01T10:00:00+05:30"]"#),
-                    v(json!(["2024-01-01T04:30:00+00:00"])),
-                ),
-                (json_doc(r#"["not a time"]"#), Skip("unrepresentable")),
-                ("NULL".into(), Null),
-            ],
-        },
+        col("I32", "NUMBER(38,0)", "int32", [
+            ("42", v(json!(42))),
+            ("-2147483648", v(json!(i32::MIN))),
+            ("2147483647", v(json!(i32::MAX))),
+            ("2147483648", Skip("overflow")),
+            ("NULL", Null),
+        ]),
+        col("I32_SCALED", "NUMBER(10,2)", "int32", [
+            ("12.00", v(json!(12))),
+            ("-7.00", v(json!(-7))),
+            ("99999999.00", v(json!(99_999_999))),
+            ("12.50", Skip("not_integer")),
+            ("NULL", Null),
+        ]),
+        col("I64", "NUMBER(38,0)", "int64", [
+            ("1234567890123", v(json!(1_234_567_890_123i64))),
+            ("-9223372036854775808", v(json!(i64::MIN))),
+            ("9223372036854775807", v(json!(i64::MAX))),
+            ("NULL", Null),
+            ("NULL", Null),
+        ]),
+        col("I64_SCALED", "NUMBER(38,2)", "int64", [
+            ("5.00", v(json!(5))),
+            ("-9223372036854775808.00", v(json!(i64::MIN))),
+            ("9223372036854775807.00", v(json!(i64::MAX))),
+            ("123456789012345678901.00", Skip("overflow")),
+            ("NULL", Null),
+        ]),
+        col("DBL", "FLOAT", "double", [
+            ("0.1", v(json!(0.1))),
+            ("'NaN'::FLOAT", v(json!("NaN"))),
+            ("'inf'::FLOAT", v(json!("Infinity"))),
+            ("'-inf'::FLOAT", v(json!("-Infinity"))),
+            ("NULL", Null),
+        ]),
+        col("DBL_FROM_NUMBER", "NUMBER(10,2)", "double", [
+            ("0.10", v(json!(0.1))),
+            ("-12345678.99", v(json!(-12_345_678.99))),
+            ("0.00", v(json!(0.0))),
+            ("NULL", Null),
+            ("NULL", Null),
+        ]),
+        col("FLT", "FLOAT", "float", [
+            ("0.1", v(f32_of(0.1))),
+            ("'-inf'::FLOAT", v(json!("-Infinity"))),
+            ("'NaN'::FLOAT", v(json!("NaN"))),
+            ("1e300", Skip("overflow")),
+            ("NULL", Null),
+        ]),
+        Column { name: "STR", sql_type: "VARCHAR", field_type: "string", cells: [
+            ("'hello'".into(), v(json!("hello"))),
+            ("''".into(), v(json!(""))),
+            ("REPEAT('ü日x', 700000)".into(), v(json!(big_text()))),
+            (sql::string_literal(AWKWARD), v(json!(AWKWARD))),
+            ("NULL".into(), Null),
+        ] },
+        col("BYT", "BINARY", "bytes", [
+            ("TO_BINARY('68656c6c6f', 'HEX')", v(b64(b"hello"))),
+            ("TO_BINARY('', 'HEX')", v(b64(b""))),
+            ("TO_BINARY('00ff80', 'HEX')", v(b64(&[0, 0xff, 0x80]))),
+            ("NULL", Null),
+            ("NULL", Null),
+        ]),
+        col("FLAG", "BOOLEAN", "bool", [
+            ("TRUE", v(json!(true))),
+            ("FALSE", v(json!(false))),
+            ("TRUE", v(json!(true))),
+            ("NULL", Null),
+            ("NULL", Null),
+        ]),
+        Column { name: "TS_NTZ", sql_type: "TIMESTAMP_NTZ", field_type: "unix_timestamp", cells: [
+            // Whole seconds, floored (as Feast's own scalar materialization does).
+            (
+                ts("2024-05-01 10:00:00.999", "TIMESTAMP_NTZ"),
+                v(json!("2024-05-01T10:00:00+00:00")),
+            ),
+            (
+                ts("1960-05-01 12:00:00", "TIMESTAMP_NTZ"),
+                v(json!("1960-05-01T12:00:00+00:00")),
+            ),
+            (
+                ts("1969-12-31 23:59:59.5", "TIMESTAMP_NTZ"),
+                v(json!("1969-12-31T23:59:59+00:00")),
+            ),
+            (
+                ts("0001-01-01 00:00:00", "TIMESTAMP_NTZ"),
+                v(json!("0001-01-01T00:00:00+00:00")),
+            ),
+            ("NULL".into(), Null),
+        ] },
+        Column { name: "TS_TZ", sql_type: "TIMESTAMP_TZ", field_type: "unix_timestamp", cells: [
+            (
+                ts("2024-01-01 10:00:00 +05:30", "TIMESTAMP_TZ"),
+                v(json!("2024-01-01T04:30:00+00:00")),
+            ),
+            (
+                ts("1965-06-01 00:00:00 -08:00", "TIMESTAMP_TZ"),
+                v(json!("1965-06-01T08:00:00+00:00")),
+            ),
+            (
+                ts("2024-03-10 02:30:00 +00:00", "TIMESTAMP_TZ"),
+                v(json!("2024-03-10T02:30:00+00:00")),
+            ),
+            ("NULL".into(), Null),
+            ("NULL".into(), Null),
+        ] },
+        Column { name: "TS_LTZ", sql_type: "TIMESTAMP_LTZ", field_type: "unix_timestamp", cells: [
+            (
+                ts("2024-01-01 10:00:00 +01:00", "TIMESTAMP_LTZ"),
+                v(json!("2024-01-01T09:00:00+00:00")),
+            ),
+            (
+                ts("1950-01-01 00:00:00", "TIMESTAMP_LTZ"),
+                v(json!("1950-01-01T00:00:00+00:00")),
+            ),
+            ("NULL".into(), Null),
+            ("NULL".into(), Null),
+            ("NULL".into(), Null),
+        ] },
+        Column { name: "L_I32", sql_type: "ARRAY", field_type: "int32_list", cells: [
+            (json_doc("[1, -2, 2147483647]"), v(json!([1, -2, i32::MAX]))),
+            (json_doc("[]"), v(json!([]))),
+            (json_doc("[-2147483648]"), v(json!([i32::MIN]))),
+            (json_doc("[1, null, 3]"), Skip("null_in_list")),
+            ("NULL".into(), Null),
+        ] },
+        Column { name: "L_I64", sql_type: "ARRAY", field_type: "int64_list", cells: [
+            // Beyond f64's exact integers: must not pass through a float.
+            (
+                json_doc("[9007199254740993, -1]"),
+                v(json!([9_007_199_254_740_993i64, -1])),
+            ),
+            (json_doc("[]"), v(json!([]))),
+            (json_doc("[9223372036854775807]"), v(json!([i64::MAX]))),
+            (json_doc(r#"[1, "x"]"#), Skip("unrepresentable")),
+            ("NULL".into(), Null),
+        ] },
+        Column { name: "L_DBL", sql_type: "VARIANT", field_type: "double_list", cells: [
+            (json_doc("[1.5, 0.1]"), v(json!([1.5, 0.1]))),
+            (
+                json_doc(r#"["NaN", "Infinity", "-Infinity"]"#),
+                v(json!(["NaN", "Infinity", "-Infinity"])),
+            ),
+            (json_doc("[]"), v(json!([]))),
+            (json_doc("5"), Skip("invalid_list")),
+            ("NULL".into(), Null),
+        ] },
+        Column { name: "L_FLT", sql_type: "ARRAY", field_type: "float_list", cells: [
+            (json_doc("[0.1, -2.5]"), v(json!([f32_of(0.1), -2.5]))),
+            (json_doc("[]"), v(json!([]))),
+            (json_doc(r#"["NaN"]"#), v(json!(["NaN"]))),
+            (json_doc("[1e300]"), Skip("overflow")),
+            ("NULL".into(), Null),
+        ] },
+        Column { name: "L_STR", sql_type: "ARRAY", field_type: "string_list", cells: [
+            (
+                json_doc(r#"["ü", "", "日本"]"#),
+                v(json!(["ü", "", "日本"])),
+            ),
+            (json_doc("[]"), v(json!([]))),
+            (
+                json_doc(&serde_json::to_string(&[AWKWARD]).unwrap()),
+                v(json!([AWKWARD])),
+            ),
+            (json_doc(r#"["a", null]"#), Skip("null_in_list")),
+            ("NULL".into(), Null),
+        ] },
+        Column { name: "L_BYT", sql_type: "ARRAY", field_type: "bytes_list", cells: [
+            (
+                json_doc(r#"["hi", "ü"]"#),
+                v(json!([b64(b"hi"), b64("ü".as_bytes())])),
+            ),
+            (json_doc("[]"), v(json!([]))),
+            (json_doc(r#"[""]"#), v(json!([b64(b"")]))),
+            (json_doc("[1]"), Skip("unrepresentable")),
+            ("NULL".into(), Null),
+        ] },
+        Column { name: "L_BOOL", sql_type: "ARRAY", field_type: "bool_list", cells: [
+            (json_doc("[true, false]"), v(json!([true, false]))),
+            (json_doc("[]"), v(json!([]))),
+            (json_doc("[false]"), v(json!([false]))),
+            (json_doc("[true, null]"), Skip("null_in_list")),
+            ("NULL".into(), Null),
+        ] },
+        Column { name: "L_TS", sql_type: "ARRAY", field_type: "unix_timestamp_list", cells: [
+            (
+                json_doc(r#"["2024-01-01", "1960-01-01 00:00:00", 1700000000]"#),
+                v(json!([
+                    "2024-01-01T00:00:00+00:00",
+                    "1960-01-01T00:00:00+00:00",
+                    "2023-11-14T22:13:20+00:00"
+                ])),
+            ),
+            (json_doc("[]"), v(json!([]))),
+            (
+                json_doc(r#"["2024-01-01T10:00:00+05:30"]"#),
+                v(json!(["2024-01-01T04:30:00+00:00"])),
+            ),
+            (json_doc(r#"["not a time"]"#), Skip("unrepresentable")),
+            ("NULL".into(), Null),
+        ] },
     ]
 }
 
@@ -423,19 +319,18 @@ fn short(j: &Json) -> String {
     }
 }
 
-fn run(cmd: &mut std::process::Command) -> (String, String) {
-    let out = cmd.output().expect("spawn");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    );
+/// The stdout and stderr of a command that must have succeeded (quoted
+/// shortened on failure: some values are megabytes).
+fn ok(out: std::process::Output) -> (String, String) {
+    let (printed, err) = (stdout(&out), stderr(&out));
     assert!(
         out.status.success(),
-        "{cmd:?} failed\nstdout: {}\nstderr: {}",
-        &stdout[..stdout.len().min(4000)],
-        &stderr[..stderr.len().min(4000)]
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        &printed[..printed.len().min(4000)],
+        &err[..err.len().min(4000)]
     );
-    (stdout, stderr)
+    (printed, err)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -451,10 +346,7 @@ async fn every_field_type_round_trips_through_feast_with_its_edges() {
         "the matrix covers all 16 field types"
     );
 
-    let sf = SnowflakeServer::shared();
-    let redis = RedisServer::start();
-    let db = unique_name("TYPES");
-    let dir = scratch_dir("types");
+    let w = SnowflakeWorld::shared().await;
     let columns: Vec<String> = matrix
         .iter()
         .map(|c| format!(r#""{}" {}"#, c.name, c.sql_type))
@@ -472,7 +364,7 @@ async fn every_field_type_round_trips_through_feast_with_its_edges() {
         ));
     }
     let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
-    sf.exec_in(&db, "SIGNALS", &refs).await;
+    w.sql("SIGNALS", &refs).await;
 
     let fields: Vec<Json> = matrix
         .iter()
@@ -480,48 +372,18 @@ async fn every_field_type_round_trips_through_feast_with_its_edges() {
         .collect();
     let view = json!({
         "name": VIEW, "version": 1, "entity": {"name": "domain_userid"},
-        "batch_source": {"name": "types_source", "database": db, "schema": "SIGNALS",
+        "batch_source": {"name": "types_source", "database": w.db, "schema": "SIGNALS",
                          "table": TABLE, "timestamp_field": "UPDATED_AT"},
         "fields": fields, "online": true
     });
-    std::fs::write(dir.join("view.json"), view.to_string()).unwrap();
-    let config = dir.join("materializer.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[sync]
-page_rows = 2
-[warehouse]
-kind = "snowflake"
-account = "testacct"
-user = "SIGNALS"
-password = "test-password"
-database = "{db}"
-base_url = "{base}"
-query_timeout = "60s"
-[profiles]
-redis_url = "{redis}"
-project = "signals"
-[registry]
-files = ["{views}"]
-[log]
-format = "text"
-"#,
-            base = sf.base_url,
-            redis = redis.url,
-            views = dir.join("view.json").display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(w.views().join("view.json"), view.to_string()).unwrap();
+    w.write_config(
+        &w.config()
+            .set("sync.page_rows", 2)
+            .set("warehouse.query_timeout", "60s"),
+    );
 
-    let materializer = |args: &[&str]| {
-        run(std::process::Command::new(materializer_bin())
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .current_dir(&dir))
-    };
+    let materializer = |args: &[&str]| ok(w.materializer(args, &[]));
     let (sync_out, sync_log) = materializer(&["sync"]);
 
     // Unrepresentable values: skipped per field, counted by reason in the run
@@ -554,22 +416,12 @@ format = "text"
 
     // Read everything back through the real Feast SDK, in one call.
     let request = json!({
-        "redis": redis.url,
+        "redis": w.redis.url,
         "project": "signals",
         "views": [{"name": VIEW, "version": 1, "entity": {"name": "domain_userid"}, "fields": fields}],
         "entities": ENTITIES,
     });
-    let request_file = dir.join("feast_request.json");
-    std::fs::write(&request_file, request.to_string()).unwrap();
-    let python = run(std::process::Command::new(
-        support::project_root().join("scripts/python-env.sh"),
-    )
-    .arg("feast"))
-    .0;
-    let (feast_out, _) = run(std::process::Command::new(python.trim())
-        .arg(support::project_root().join("tests/support/feast_read.py"))
-        .arg(format!("@{}", request_file.display())));
-    let got: Json = serde_json::from_str(&feast_out).expect("feast_read.py prints JSON");
+    let got = feast_read(&request, &w.dir.join("feast_request.json"));
 
     let mut wrong = Vec::new();
     for c in &matrix {
@@ -622,8 +474,7 @@ format = "text"
             _ => "NULL".to_string(),
         })
         .collect();
-    sf.exec_in(
-        &db,
+    w.sql(
         "SIGNALS",
         &[&format!(
             r#"INSERT INTO "{TABLE}" SELECT 'typical', '2024-05-02 10:00:00'::TIMESTAMP_NTZ, {}"#,

@@ -1,4 +1,5 @@
-//! Integration-test support, included by each test binary with `mod support;`.
+//! Integration-test support: the servers the tests start (`tests/main.rs`
+//! declares it as `mod support;`; the fixtures in `tests/main/fixtures` build on it).
 //!
 //! Provides:
 //! - [`RedisServer`]: a throwaway `redis-server` on a free loopback port (no
@@ -7,14 +8,14 @@
 //! - [`SnowflakeServer`]: `tests/support/snowflake_server.py` (fakesnow behind a
 //!   compatibility layer for `snowflake-api` 0.14) in its own process, killed on
 //!   drop; `stop`/`restart` (empty again) and `pause`/`resume` (SIGSTOP, a hung
-//!   server) for failure tests; [`SnowflakeServer::shared`] gives one per test
-//!   binary (not to be stopped). SQL helpers
+//!   server) for failure tests; [`SnowflakeServer::shared`] gives one to the
+//!   whole test binary (not to be stopped). SQL helpers
 //!   (`exec_sql`, `exec_many`, `exec_in`) run through `snowflake-api` with
 //!   [`RewriteBaseUrl`], the middleware that points the crate at a base URL.
 //! - [`result_rows`] renders a `QueryResult` as strings for assertions;
 //!   [`test_private_key_pem`] a PKCS#8 RSA key for key-pair logins; and
 //!   `materializer_bin`, `free_port`, `project_root`, `scratch_dir`,
-//!   `unique_name`, `wait_for`.
+//!   `unique_name`, `venv_python`, `wait_for`.
 //!
 //! Assumes: `redis-server` on PATH (`scripts/ensure-deps.sh` installs it);
 //! Python 3.11 for `scripts/python-env.sh fakesnow`; `openssl` on PATH for the
@@ -23,6 +24,7 @@
 //! ([`unique_name`]). Logs of spawned servers go under `CARGO_TARGET_TMPDIR`.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -359,20 +361,22 @@ pub fn http_client(base_url: &str) -> reqwest_middleware::ClientWithMiddleware {
         .build()
 }
 
-/// The python of the fakesnow venv (created once by `scripts/python-env.sh`).
-pub fn fakesnow_python() -> PathBuf {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
+/// The python of the virtualenv `scripts/python-env.sh NAME` makes (`fakesnow`,
+/// `feast`, `signals`, `signals04`; created once, then cached by the script).
+pub fn venv_python(name: &'static str) -> PathBuf {
+    static PYTHONS: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
+    let mut all = PYTHONS.get_or_init(Default::default).lock().unwrap();
+    all.entry(name)
+        .or_insert_with(|| {
             let out = Command::new("bash")
                 .arg(project_root().join("scripts/python-env.sh"))
-                .arg("fakesnow")
+                .arg(name)
                 .stderr(Stdio::inherit())
                 .output()
-                .expect("run scripts/python-env.sh fakesnow");
+                .expect("run scripts/python-env.sh");
             assert!(
                 out.status.success(),
-                "scripts/python-env.sh fakesnow failed ({})",
+                "scripts/python-env.sh {name} failed ({})",
                 out.status
             );
             PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
@@ -392,7 +396,7 @@ fn spawn_snowflake(port: u16, log_path: &Path) -> Result<(SfProcess, u16), Strin
         .append(true)
         .open(log_path)
         .map_err(|e| format!("open {}: {e}", log_path.display()))?;
-    let mut child = Command::new(fakesnow_python())
+    let mut child = Command::new(venv_python("fakesnow"))
         .arg(project_root().join("tests/support/snowflake_server.py"))
         .args(["--port", &port.to_string(), "--exit-on-stdin-close"])
         .env("PYTHONUNBUFFERED", "1")
@@ -516,6 +520,35 @@ impl SnowflakeServer {
     /// The server's stderr (fakesnow errors, unhandled SQL).
     pub fn log_path(&self) -> &Path {
         &self.log_path
+    }
+
+    /// Makes the server answer every statement as Snowflake answers one running
+    /// past ~45 s: at once with its handle (`"code": "333334"`, a result URL),
+    /// then `333333` to polls of that URL until it has run `after`, then its
+    /// rows. `None` turns this off. Seed tables before: the SQL helpers here
+    /// (the bare crate) do not poll.
+    pub async fn hand_off_statements(&self, after: Option<Duration>) {
+        let value = after.map_or("off".to_string(), |d| d.as_millis().to_string());
+        let url = format!("{}/__test/handoff?after_ms={value}", self.base_url);
+        let reply = reqwest::Client::new().post(&url).send().await;
+        assert!(
+            reply.as_ref().is_ok_and(|r| r.status().is_success()),
+            "POST {url}: {reply:?}"
+        );
+    }
+
+    /// What the hand-off mode saw: `{"after_ms", "handed_off", "polls",
+    /// "aborts": [{"queryId" (null if no running statement matched),
+    /// "requestId", "sqlText", "cancelled"}]}`, aborts in arrival order.
+    pub async fn handoff_log(&self) -> serde_json::Value {
+        let url = format!("{}/__test/handoff", self.base_url);
+        let reply = reqwest::get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        reply
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
     fn build_api(

@@ -18,12 +18,29 @@ compatibility layer so the Rust crate `snowflake-api` 0.14 accepts its replies:
   * statements of one session are queued: fakesnow's per-session DuckDB cursor
     refuses concurrent statements, Snowflake runs them.
 
+Optionally (`--handoff-after-ms N`, env `SNOWFLAKE_SERVER_HANDOFF_AFTER_MS`,
+or at run time `POST /__test/handoff?after_ms=N|off`) it plays a statement
+that outlives Snowflake's ~45 s answer window, as real Snowflake does: every
+query-request is answered at once with the statement's handle (`"code":
+"333334"`, `data.queryId`, `data.getResultUrl` = `/queries/{id}/result`,
+`data.queryAbortsAfterSecs`) while the statement runs in the background;
+a GET of that URL (with the same `Authorization` as the query, else 390104)
+answers `"code": "333333"` with the same data until the statement has run N ms,
+then the real (patched) result, once. `POST /queries/v1/abort-request`
+(`{"sqlText", "requestId"}`, the `requestId` of the original query-request)
+cancels a handed-off statement not yet answered (its result GET then answers
+`000604 SQL execution canceled`), else answers `000605`; every abort-request
+is recorded and logged. `GET /__test/handoff` returns `{"after_ms",
+"handed_off", "polls", "aborts": [{"queryId" (null when none matched),
+"requestId", "sqlText", "cancelled"}]}`.
+
 The layer is an ASGI middleware around fakesnow's own Starlette app, so there
 is a single uvicorn listener and no second hop. Credentials are ignored
 (password and key-pair/JWT logins both succeed). One in-memory database is
 shared by all sessions; nothing survives a restart.
 
 Usage: snowflake_server.py [--port P] [--host H] [--exit-on-stdin-close]
+                           [--handoff-after-ms N]
 P=0 (default) picks a free port. Prints exactly one line `READY <port>` on
 stdout once the server answers HTTP; all logging goes to stderr. Exits 0 on
 SIGTERM/SIGINT, and (with --exit-on-stdin-close) when stdin reaches EOF, so a
@@ -42,19 +59,25 @@ import http.client
 import itertools
 import json
 import logging
+import os
 import re
 import signal
 import socket
 import sys
 import threading
 import time
+import uuid
 import warnings
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
 LOGIN_PATH = "/session/v1/login-request"
 QUERY_PATH = "/queries/v1/query-request"
 TOKEN_PATH = "/session/token-request"
+ABORT_PATH = "/queries/v1/abort-request"
+RESULT_PATH = re.compile(r"^/queries/([^/]+)/result$")
+HANDOFF_PATH = "/__test/handoff"
 
 # Column types snowflake-api 0.14 can deserialize in `rowtype[].type`.
 KNOWN_SF_TYPES = {
@@ -152,13 +175,17 @@ def patch_login(obj: dict[str, Any], query: dict[str, list[str]], args: argparse
     info.setdefault("warehouseName", (query.get("warehouse") or ["FAKESNOW_WH"])[0])
 
 
-def patch_query(obj: dict[str, Any], status: int) -> None:
+def patch_query(obj: dict[str, Any], status: int, query_id: str | None = None) -> None:
     if not obj.get("success"):
         obj["data"] = error_data(obj, status)
+        if query_id:
+            obj["data"]["queryId"] = query_id
         return
     data = obj.get("data")
     if not isinstance(data, dict) or "stageInfo" in data:
         return  # PUT/GET replies have their own shape
+    if query_id:
+        data["queryId"] = query_id
     total = data.get("total") or 0
     data.setdefault("returned", total)
     data.setdefault("finalRoleName", "SYSADMIN")
@@ -175,6 +202,73 @@ def patch_query(obj: dict[str, Any], status: int) -> None:
         data["rowsetBase64"] = fix_arrow_rowset(data["rowsetBase64"])
 
 
+@dataclass
+class Handoff:
+    """A statement answered with its handle; its real result comes from `task`."""
+
+    query_id: str
+    auth: bytes
+    request_id: str
+    sql_text: str
+    started: float
+    after: float
+    task: asyncio.Task
+    cancelled: bool = False
+
+
+@dataclass
+class HandoffLog:
+    handed_off: int = 0
+    polls: int = 0
+    aborts: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def read_body(receive: Any) -> bytes:
+    raw = bytearray()
+    while True:
+        message = await receive()
+        raw.extend(message.get("body", b""))
+        if not message.get("more_body", False):
+            return bytes(raw)
+
+
+async def send_json(send: Any, obj: Any, status: int = 200) -> None:
+    payload = json.dumps(obj, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+def handoff_reply(h: Handoff, code: str) -> dict[str, Any]:
+    message = (
+        "Asynchronous execution in progress. Use provided query id to perform query monitoring and management."
+        if code == "333334"
+        else "Query execution in progress."
+    )
+    return {
+        "code": code,
+        "message": message,
+        "success": True,
+        "data": {
+            "queryId": h.query_id,
+            "getResultUrl": f"/queries/{h.query_id}/result",
+            "queryAbortsAfterSecs": 300,
+            "progressDesc": None,
+        },
+    }
+
+
+def error_reply(code: str, message: str, query_id: str = "") -> dict[str, Any]:
+    obj: dict[str, Any] = {"code": code, "message": message, "success": False, "data": {"queryId": query_id}}
+    obj["data"] = error_data(obj, 200)
+    return obj
+
+
 class CompatApp:
     """ASGI middleware: buffers fakesnow's JSON replies and patches them."""
 
@@ -182,6 +276,10 @@ class CompatApp:
         self.app = app
         self.args = args
         self.session_locks: dict[bytes, asyncio.Lock] = {}
+        # --handoff-after-ms, in seconds; None: statements answer as they finish.
+        self.handoff_after: float | None = None if args.handoff_after_ms is None else args.handoff_after_ms / 1000
+        self.handoffs: dict[str, Handoff] = {}
+        self.handoff_log = HandoffLog()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -189,14 +287,35 @@ class CompatApp:
             return
         # snowflake-api asks for "//session/token-request" (its path has a leading slash)
         path = re.sub("/+", "/", scope.get("path", ""))
-        if path == TOKEN_PATH and scope.get("method") == "POST":
+        method = scope.get("method")
+        if path == TOKEN_PATH and method == "POST":
             await self.renew(receive, send)
+            return
+        if path == HANDOFF_PATH:
+            await self.handoff_control(scope, send)
+            return
+        if path == ABORT_PATH and method == "POST":
+            await self.abort(scope, receive, send)
+            return
+        if (m := RESULT_PATH.match(path)) and method == "GET":
+            await self.result(m.group(1), scope, send)
             return
         if path not in (LOGIN_PATH, QUERY_PATH):
             await self.app(scope, receive, send)
             return
 
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if path == QUERY_PATH and self.handoff_after is not None:
+            await self.hand_off(scope, receive, send, query)
+            return
+        status, headers, body = await self.captured(path, query, scope, receive)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def captured(
+        self, path: str, query: dict, scope: dict, receive: Any, query_id: str | None = None
+    ) -> tuple[int, list, bytes]:
+        """Runs fakesnow on one request; returns its patched reply."""
         start: dict[str, Any] = {}
         body = bytearray()
 
@@ -205,10 +324,6 @@ class CompatApp:
                 start.update(message)
             elif message["type"] == "http.response.body":
                 body.extend(message.get("body", b""))
-                if not message.get("more_body", False):
-                    await self.finish(path, query, start, bytes(body), send)
-            else:
-                await send(message)
 
         if path == QUERY_PATH:
             # fakesnow gives each session one DuckDB cursor, which refuses a second
@@ -220,8 +335,120 @@ class CompatApp:
                 await self.app(scope, receive, capture)
         else:
             await self.app(scope, receive, capture)
+        return self.patched(path, query, start, bytes(body), query_id)
 
-    async def finish(self, path: str, query: dict, start: dict, body: bytes, send: Any) -> None:
+    async def hand_off(self, scope: dict, receive: Any, send: Any, query: dict) -> None:
+        """Answers a query-request with its handle; runs it in the background."""
+        raw = await read_body(receive)
+        try:
+            req = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+            sql_text = str(req.get("sqlText", ""))
+        except Exception:  # noqa: BLE001
+            sql_text = ""
+        delivered = False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if delivered:  # fakesnow never reads twice; a disconnect is never reported
+                await asyncio.Event().wait()
+            delivered = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        query_id = "01" + uuid.uuid4().hex[:16]
+        h = Handoff(
+            query_id=query_id,
+            auth=dict(scope.get("headers") or []).get(b"authorization", b""),
+            request_id=(query.get("requestId") or [""])[0],
+            sql_text=sql_text,
+            started=time.monotonic(),
+            after=self.handoff_after or 0.0,
+            task=asyncio.create_task(self.captured(QUERY_PATH, query, scope, replay, query_id)),
+        )
+        self.handoffs[query_id] = h
+        self.handoff_log.handed_off += 1
+        await send_json(send, handoff_reply(h, "333334"))
+
+    async def result(self, query_id: str, scope: dict, send: Any) -> None:
+        """GET of a handed-off statement's result URL."""
+        self.handoff_log.polls += 1
+        h = self.handoffs.get(query_id)
+        auth = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if h is None:
+            await send_json(send, error_reply("000709", f"Statement {query_id} not found", query_id))
+            return
+        if auth != h.auth:
+            await send_json(send, error_reply("390104", "User must login again to access the service."), 401)
+            return
+        if h.cancelled:
+            del self.handoffs[query_id]
+            await send_json(send, error_reply("000604", "SQL execution canceled", query_id))
+            return
+        if not h.task.done() or time.monotonic() - h.started < h.after:
+            await send_json(send, handoff_reply(h, "333333"))
+            return
+        del self.handoffs[query_id]
+        try:
+            status, headers, body = h.task.result()
+        except Exception as e:  # noqa: BLE001
+            log.exception("handed-off statement %s failed", query_id)
+            await send_json(send, error_reply("261000", f"statement failed in the test server: {e}", query_id), 500)
+            return
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def abort(self, scope: dict, receive: Any, send: Any) -> None:
+        """POST /queries/v1/abort-request: cancels a handed-off statement, and records the call."""
+        raw = await read_body(receive)
+        try:
+            req = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+        except Exception:  # noqa: BLE001
+            req = {}
+        request_id = str(req.get("requestId", ""))
+        auth = dict(scope.get("headers") or []).get(b"authorization", b"")
+        h = next(
+            (h for h in self.handoffs.values() if h.request_id == request_id and h.auth == auth and request_id),
+            None,
+        )
+        cancelled = h is not None and not h.cancelled
+        if h is not None:
+            h.cancelled = True
+        self.handoff_log.aborts.append(
+            {
+                "queryId": h.query_id if h else None,
+                "requestId": request_id,
+                "sqlText": req.get("sqlText"),
+                "cancelled": cancelled,
+            }
+        )
+        log.info(
+            "abort-request for request %s: %s",
+            request_id,
+            f"query {h.query_id} cancelled" if cancelled else "no running statement matched",
+        )
+        if cancelled:
+            await send_json(send, {"data": None, "code": None, "message": None, "success": True})
+        else:
+            await send_json(send, error_reply("000605", "Identified SQL statement is not currently executing."))
+
+    async def handoff_control(self, scope: dict, send: Any) -> None:
+        if scope.get("method") == "POST":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            value = (query.get("after_ms") or ["off"])[0]
+            self.handoff_after = None if value == "off" else int(value) / 1000
+        log_ = self.handoff_log
+        await send_json(
+            send,
+            {
+                "after_ms": None if self.handoff_after is None else round(self.handoff_after * 1000),
+                "handed_off": log_.handed_off,
+                "polls": log_.polls,
+                "aborts": log_.aborts,
+            },
+        )
+
+    def patched(
+        self, path: str, query: dict, start: dict, body: bytes, query_id: str | None = None
+    ) -> tuple[int, list, bytes]:
         status = start.get("status", 200)
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         gzipped = any(k.lower() == b"content-encoding" and v.lower() == b"gzip" for k, v in headers)
@@ -232,14 +459,13 @@ class CompatApp:
                 if path == LOGIN_PATH:
                     patch_login(obj, query, self.args)
                 else:
-                    patch_query(obj, status)
+                    patch_query(obj, status, query_id)
                 raw = json.dumps(obj, separators=(",", ":")).encode()
                 body = gzip.compress(raw) if gzipped else raw
         except Exception:  # leave an unparseable reply as it was
             log.exception("could not patch reply for %s", path)
         headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return status, headers, body
 
     async def renew(self, receive: Any, send: Any) -> None:
         raw = bytearray()
@@ -297,6 +523,15 @@ def main() -> int:
     parser.add_argument("--session-validity", type=int, default=4 * 3600, help="validityInSeconds in login replies")
     parser.add_argument("--master-validity", type=int, default=24 * 3600, help="masterValidityInSeconds")
     parser.add_argument("--verbose", action="store_true", help="log every session and failed statement")
+    env_handoff = os.environ.get("SNOWFLAKE_SERVER_HANDOFF_AFTER_MS")
+    parser.add_argument(
+        "--handoff-after-ms",
+        type=int,
+        default=int(env_handoff) if env_handoff else None,
+        metavar="N",
+        help="answer every query-request with its handle (333334) and its result URL with 333333 "
+        "until the statement has run N ms (env SNOWFLAKE_SERVER_HANDOFF_AFTER_MS)",
+    )
     args = parser.parse_args()
 
     warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")

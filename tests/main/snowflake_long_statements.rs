@@ -1,0 +1,76 @@
+//! Statements that outlive Snowflake's ~45 s answer window: Snowflake answers
+//! them with a handle (`"code": "333334"`, `data.getResultUrl`) instead of
+//! rows, and the client polls the result URL (`333333` while running). The
+//! test server plays that for every statement (`hand_off_statements`), after
+//! the tables are seeded; it records every `abort-request`.
+
+use std::time::{Duration, Instant};
+
+use crate::fixtures::{shown, stderr, stdout, SnowflakeWorld};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_handed_off_to_a_result_url_are_polled_and_a_full_sync_writes_every_row() {
+    let mut w = SnowflakeWorld::own_warehouse().await;
+    let t = w.add_table("handoff", 40).await;
+    // 250 rows in pages of 100: several page statements, each handed off.
+    w.insert(t, 250).await;
+    w.sf.hand_off_statements(Some(Duration::from_millis(300)))
+        .await;
+
+    let out = w.sync();
+    assert!(out.contains(" ok ") && out.contains("read=250"), "{out}");
+    w.assert_converged(t).await;
+
+    let log = w.sf.handoff_log().await;
+    let handed_off = log["handed_off"].as_u64().unwrap();
+    // describe, now, null-key count and 3 pages at least; each polled more than once.
+    assert!(handed_off >= 6, "{log}");
+    assert!(log["polls"].as_u64().unwrap() > handed_off, "{log}");
+    assert_eq!(log["aborts"], serde_json::json!([]), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_outliving_query_timeout_fails_retryable_and_is_cancelled_at_the_warehouse() {
+    let mut w = SnowflakeWorld::own_warehouse().await;
+    let t = w.add_table("abandoned", 10).await;
+    w.insert(t, 20).await;
+    w.sf.hand_off_statements(Some(Duration::from_secs(10)))
+        .await;
+
+    let started = Instant::now();
+    let out = w.materializer(
+        &["sync"],
+        &[("MATERIALIZER__WAREHOUSE__QUERY_TIMEOUT", "2s")],
+    );
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(took < Duration::from_secs(9), "sync took {took:?}");
+    assert!(
+        stdout(&out).contains("FAILED (retryable)")
+            && stdout(&out).contains("did not answer within warehouse.query_timeout (2s)"),
+        "{}",
+        shown(&out)
+    );
+
+    // The one statement in flight was cancelled, naming the original request,
+    // before the command exited; the daemon logged its query id.
+    let log = w.sf.handoff_log().await;
+    let aborts = log["aborts"].as_array().unwrap();
+    assert_eq!(aborts.len(), 1, "{log}");
+    let abort = &aborts[0];
+    assert_eq!(abort["cancelled"], true, "{log}");
+    assert!(
+        abort["sqlText"].as_str().is_some_and(|s| !s.is_empty()),
+        "{log}"
+    );
+    let query_id = abort["queryId"].as_str().unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.lines().any(
+            |l| l.contains("cancelling an abandoned Snowflake statement") && l.contains(query_id)
+        ),
+        "{err}"
+    );
+    // Nothing of the session token in the logs.
+    assert!(!err.contains("Snowflake Token"), "{err}");
+}
