@@ -21,7 +21,11 @@
 # Env: BENCH_DIR (work dir, default target/bench), BENCH_ROWS (default 1000000),
 #      BENCH_PAGE_ROWS (sync.page_rows, default 50000), BENCH_SNOWFLAKE_ROWS
 #      (also sync this many rows of the 1m shape from the Snowflake-protocol test
-#      server, default 0 = skip; slow: fakesnow serves JSON-converted Arrow).
+#      server, default 0 = skip; slow: fakesnow serves JSON-converted Arrow),
+#      BENCH_SNOWFLAKE_PAGE_ROWS (the page_rows of those full syncs, one each,
+#      default "10000 1000000 $BENCH_PAGE_ROWS"), BENCH_SNOWFLAKE_CHUNK_ROWS
+#      (the server sends results of more rows in chunks of this many, as
+#      Snowflake does, default 50000).
 # Redis runs on a free port, without persistence, and is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -136,6 +140,7 @@ timed_sync() {
   read=$(sed -nE 's/.* read=([0-9]+).*/\1/p' "$work/$tag.out" | head -1)
   written=$(sed -nE 's/.* written=([0-9]+).*/\1/p' "$work/$tag.out" | head -1)
   run_s=$(sed -nE 's/.* ([0-9.]+)s$/\1/p' "$work/$tag.out" | head -1)
+  statements=$(sed -nE 's/.* statements=([0-9]+).*/\1/p' "$work/$tag.out" | head -1)
   cpu=$(awk -F': ' '/(User|System) time \(seconds\)/ { s += $2 } END { printf "%.1f", s }' "$work/$tag.time")
   rcpu=$(awk -v a="$(redis_cpu)" -v b="$before" 'BEGIN { printf "%.1f", a - b }')
   echo "   $(cat "$work/$tag.out")" >&2
@@ -155,6 +160,11 @@ read_bench() {
   local daemon=$!
   pids+=("$daemon")
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  # The daemon runs the view once at start (incremental here): let it finish,
+  # and warm the connections, before measuring.
+  sleep 2
+  "$load" --url "http://127.0.0.1:$api_port" --join-key domain_userid \
+    --attribute bench_features_v1:TOTAL_REVENUE --ids "$work/ids.txt" --seconds 1 >/dev/null
   measure() { # label clients batch seconds
     local out
     out=$("$load" --url "http://127.0.0.1:$api_port" --join-key domain_userid \
@@ -222,23 +232,31 @@ for shape in "${shapes[@]}"; do
   fi
 done
 
+sf_results=()
 if [ "$sf_rows" -gt 0 ]; then
   echo "== snowflake-protocol server: $sf_rows rows of the 1m shape" >&2
   py=$(scripts/python-env.sh fakesnow)
   sf_port=$((port + 1))
   while listening "$sf_port"; do sf_port=$((sf_port + 1)); done
-  "$py" tests/support/snowflake_server.py --port "$sf_port" >"$work/sf.out" 2>"$work/sf.log" </dev/null &
+  "$py" tests/support/snowflake_server.py --port "$sf_port" --chunk-rows "${BENCH_SNOWFLAKE_CHUNK_ROWS:-50000}" \
+    >"$work/sf.out" 2>"$work/sf.log" </dev/null &
   pids+=($!)
   for _ in $(seq 300); do grep -q READY "$work/sf.out" 2>/dev/null && break; sleep 0.1; done
   dir=$work/snowflake
   "$gen" full --dir "$dir/data" --table BENCH_SF --rows "$sf_rows" --entities "$sf_rows" >&2
   "$py" scripts/bench_seed_snowflake.py --port "$sf_port" --table BENCH_SF --files "$dir/data/BENCH_SF" >&2
-  config=$(setup_shape "$dir" BENCH_SF snowflake)
-  redis_cli flushall >/dev/null
-  timed_sync "$config" snowflake-full
-  sf_rate=$(awk -v r="$read" -v w="$wall" 'BEGIN { printf "%.0f", r / w }')
-  results+=("$(printf '%-8s %9s %9s %6ss %6ss %9s %13s %13s %5s %7s %8s %6s' \
-    "sf-proto" "$read" "$(redis_cli dbsize)" "$wall" "$run_s" "$sf_rate" "-" "-" "-" "${rss}MB" "-" "-")")
+  default_page_rows=$page_rows
+  for sf_page_rows in ${BENCH_SNOWFLAKE_PAGE_ROWS:-10000 1000000 $default_page_rows}; do
+    page_rows=$sf_page_rows
+    config=$(setup_shape "$dir" BENCH_SF snowflake)
+    redis_cli flushall >/dev/null
+    echo "== snowflake-protocol full sync, page_rows=$page_rows" >&2
+    timed_sync "$config" "snowflake-full-$page_rows"
+    sf_rate=$(awk -v r="$read" -v w="$wall" 'BEGIN { printf "%.0f", r / w }')
+    sf_results+=("$(printf '%-10s %9s %9s %7ss %7ss %9s %10s %8s' \
+      "$page_rows" "$read" "$(redis_cli dbsize)" "$wall" "$run_s" "$sf_rate" "$statements" "${rss}MB")")
+  done
+  page_rows=$default_page_rows
 fi
 
 echo
@@ -247,6 +265,12 @@ printf '%-8s %9s %9s %7s %7s %9s %13s %13s %6s %7s %9s %6s\n' \
   shape rows keys wall run rows/s hset6-before hset6-after %ceil peakRSS "1%-incr" "%full"
 for r in "${results[@]}"; do echo "$r"; done
 echo "(rows/s = rows read / wall time of the whole sync command; %ceil against the ceiling measured before it)"
+if [ ${#sf_results[@]} -gt 0 ]; then
+  echo
+  echo "Snowflake protocol (fakesnow + tests/support/snowflake_server.py, results in chunks of ${BENCH_SNOWFLAKE_CHUNK_ROWS:-50000} rows), full sync:"
+  printf '%-10s %9s %9s %8s %8s %9s %10s %8s\n' page_rows rows keys wall run rows/s statements peakRSS
+  for r in "${sf_results[@]}"; do echo "$r"; done
+fi
 if [ ${#reads[@]} -gt 0 ]; then
   echo
   printf '%-12s %7s %8s  %s\n' reads clients entities result

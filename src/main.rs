@@ -234,24 +234,26 @@ async fn sync_once(loaded: Loaded, selector: Option<String>) -> Result<ExitCode>
         );
         match outcome {
             Ok(()) => println!(
-                "{}  ok  read={} written={} stale={} skipped={}  watermark {}  {:.2}s",
+                "{}  ok  read={} written={} stale={} skipped={} statements={}  watermark {}  {:.2}s",
                 view.id(),
                 rec.rows_read,
                 rec.rows_written,
                 rec.rows_stale,
                 format_skipped(&rec.skipped),
+                rec.statements,
                 wm,
                 rec.duration_ms as f64 / 1000.0
             ),
             Err(e) => {
                 failed = true;
                 println!(
-                    "{}  FAILED ({})  read={} written={} skipped={}  watermark {}  {:.2}s: {}",
+                    "{}  FAILED ({})  read={} written={} skipped={} statements={}  watermark {}  {:.2}s: {}",
                     view.id(),
                     e.kind(),
                     rec.rows_read,
                     rec.rows_written,
                     format_skipped(&rec.skipped),
+                    rec.statements,
                     wm,
                     rec.duration_ms as f64 / 1000.0,
                     e

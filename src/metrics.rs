@@ -1,10 +1,11 @@
 //! Run metrics, rendered in the Prometheus text format.
 //!
 //! Promises: every finished run is counted by view and outcome, with rows
-//! read / written / stale, skips by reason, and its duration in a histogram;
-//! per-view watermark and freshness lag (now - watermark, computed at scrape
-//! time) are exported as gauges. Label values are escaped. Assumes a few
-//! hundred views at most: everything sits behind one mutex.
+//! read / written / stale, warehouse statements sent, skips by reason, and
+//! its duration in a histogram; per-view watermark and freshness lag (now -
+//! watermark, computed at scrape time) are exported as gauges. Label values
+//! are escaped. Assumes a few hundred views at most: everything sits behind
+//! one mutex.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -32,6 +33,7 @@ struct Inner {
     rows_read: BTreeMap<String, u64>,
     rows_written: BTreeMap<String, u64>,
     rows_stale: BTreeMap<String, u64>,
+    statements: BTreeMap<String, u64>,
     skipped: BTreeMap<(String, String), u64>,
     durations: BTreeMap<String, Histogram>,
     watermark: BTreeMap<String, Nanos>,
@@ -70,6 +72,7 @@ impl Metrics {
         *m.rows_read.entry(view.clone()).or_default() += rec.rows_read;
         *m.rows_written.entry(view.clone()).or_default() += rec.rows_written;
         *m.rows_stale.entry(view.clone()).or_default() += rec.rows_stale;
+        *m.statements.entry(view.clone()).or_default() += rec.statements;
         for (reason, n) in &rec.skipped {
             *m.skipped.entry((view.clone(), reason.clone())).or_default() += n;
         }
@@ -137,6 +140,11 @@ impl Metrics {
                 "materializer_rows_stale_total",
                 "Entity rows not written because Redis held a newer timestamp.",
                 &m.rows_stale,
+            ),
+            (
+                "materializer_warehouse_statements_total",
+                "Statements sent to the warehouse by sync runs.",
+                &m.statements,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -238,6 +246,7 @@ mod tests {
         let rec = RunRecord {
             rows_read: 5,
             rows_written: 3,
+            statements: 4,
             duration_ms: 700,
             skipped: [("overflow".to_string(), 2)].into_iter().collect(),
             ..RunRecord::default()
@@ -250,6 +259,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"materializer_rows_skipped_total{view="v\"x:1",reason="overflow"} 2"#)
+        );
+        assert!(
+            text.contains(r#"materializer_warehouse_statements_total{view="v\"x:1"} 4"#),
+            "{text}"
         );
         assert!(
             text.contains(r#"materializer_run_duration_seconds_bucket{view="v\"x:1",le="1"} 1"#)

@@ -29,6 +29,7 @@
 //! writes are idempotent (a failed run is simply run again).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -361,8 +362,15 @@ impl Runner {
                         if !crate::registry::same_shape(&state.view, view) {
                             tracing::info!(view = %id, "the view was reshaped since it was scheduled; running the registered shape");
                         }
-                        self.run_leased(&state, &token, shutdown, &lease_lost, &mut rec)
-                            .await
+                        // Every statement the warehouse sends for this run counts here.
+                        let statements = Arc::new(AtomicU64::new(0));
+                        let r = crate::warehouse::counting_statements(
+                            statements.clone(),
+                            self.run_leased(&state, &token, shutdown, &lease_lost, &mut rec),
+                        )
+                        .await;
+                        rec.statements = statements.load(Ordering::Relaxed);
+                        r
                     }
                     Ok(None) => Err(RunError::Superseded(
                         "the view is no longer registered (deleted)".into(),

@@ -40,6 +40,8 @@ mod secrets;
 mod snowflake_keyset_e2e;
 #[path = "main/snowflake_long_statements.rs"]
 mod snowflake_long_statements;
+#[path = "main/snowflake_streaming.rs"]
+mod snowflake_streaming;
 #[path = "main/sync_e2e.rs"]
 mod sync_e2e;
 #[path = "main/type_matrix.rs"]

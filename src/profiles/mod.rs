@@ -219,6 +219,9 @@ pub struct RunRecord {
     pub rows_read: u64,
     pub rows_written: u64,
     pub rows_stale: u64,
+    /// Statements the run sent to the warehouse (0 for Parquet).
+    #[serde(default)]
+    pub statements: u64,
     /// Rows or fields skipped, by reason (`null_entity`, `overflow`, ...).
     pub skipped: BTreeMap<String, u64>,
     /// Whether the run read the whole table (first run or `full_resync_every`).

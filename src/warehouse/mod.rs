@@ -5,14 +5,17 @@
 //!   (modulo rows written to the table in between);
 //! - [`Warehouse::pages`] yields every row of the window at least once (never skipped), in pages.
 //!   The order of rows, inside a page and across pages, is the backend's choice:
-//!   a backend that pages with keyset pagination (Snowflake) delivers pages in
-//!   increasing `(timestamp, entity)` order because its cursor needs it, while
-//!   one that reads files (Parquet) delivers them in file order. Callers rely on
+//!   Snowflake delivers its one statement's result (the inline part, then the
+//!   chunks as listed), Parquet delivers file order. Callers rely on
 //!   no order: sync keeps the latest row per entity within a page and writes
 //!   newest-wins, so an entity's older row arriving in a later page is stale in
 //!   Redis and skipped, and the watermark is the greatest timestamp of all rows;
-//! - each page holds at most `page_rows` rows, so memory is bounded by the page
-//!   size however large the window;
+//! - each page holds at most `page_rows` rows, and the stream is read as it is
+//!   consumed (a bounded amount read ahead), so memory is bounded by the page
+//!   size and the read-ahead however large the window;
+//! - every statement a backend sends to the warehouse is counted with
+//!   [`count_statement`], so a run can report how many it cost (sync scopes a
+//!   counter around each run with [`counting_statements`]);
 //! - page columns are, in order: entity, timestamp, then the requested field
 //!   columns; their Arrow shapes are decoded by [`decode`];
 //! - [`Warehouse::describe`] maps each column's type, once, to a [`ColumnType`]
@@ -31,9 +34,33 @@ pub mod snowflake;
 pub mod sql;
 pub mod zone;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+
+tokio::task_local! {
+    /// Statements issued for the run being executed on this task (see [`counting_statements`]).
+    static RUN_STATEMENTS: Arc<AtomicU64>;
+}
+
+/// Runs `f` with `counter` counting every statement a backend issues on this
+/// task meanwhile ([`count_statement`]): one run's statements, even when
+/// several runs share one warehouse concurrently.
+pub async fn counting_statements<F: std::future::Future>(
+    counter: Arc<AtomicU64>,
+    f: F,
+) -> F::Output {
+    RUN_STATEMENTS.scope(counter, f).await
+}
+
+/// Counts one statement sent to the warehouse against the run of this task,
+/// if any (`check` and `/readyz` count nowhere).
+pub fn count_statement() {
+    let _ = RUN_STATEMENTS.try_with(|c| c.fetch_add(1, Ordering::Relaxed));
+}
 
 /// Nanoseconds since the Unix epoch, UTC (defined in [`crate::time`]). Timestamps
 /// without a zone (TIMESTAMP_NTZ) are wall times: backends deliver them counted as if

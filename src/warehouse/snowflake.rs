@@ -1,17 +1,18 @@
 //! Snowflake backend on the `snowflake-api` crate (REST + Arrow).
 //!
-//! Promises the [`Warehouse`] contract: windows are read with keyset
-//! pagination (`ORDER BY ts, entity LIMIT page_rows`, continuing after the
-//! greatest `(ts, entity)` of the previous page, computed from the page itself
-//! because result chunks arrive out of order); rows with a NULL entity or
-//! timestamp, or a timestamp [`Nanos`] cannot hold, are left out of pages and
-//! counted by `null_key_rows`. The SQL orders and compares a text entity in
-//! the byte order of its UTF-8, as the cursor (a Rust `String`) does, whatever
-//! the column's collation (`COLLATE(e, '')`, see [`entity_key`]); a NUMBER
-//! entity column is ordered numerically while the cursor is its greatest
-//! decimal text, so rows at a page edge can be read twice, never skipped.
+//! Promises the [`Warehouse`] contract: a window is read with one statement
+//! (`SELECT entity, ts, fields FROM t WHERE <keyed, representable, in the
+//! window>`, no `ORDER BY`, no `LIMIT`: callers rely on no order), whose
+//! result is streamed (`results`): the inline part, then the result chunks,
+//! at most [`results::CHUNKS_IN_FLIGHT`] downloading at once, each decoded
+//! and cut into pages of at most `page_rows` rows as it arrives. So a run
+//! costs a constant number of statements (describe, now, the NULL-key count,
+//! the window), and the warehouse scans the window once whatever the page
+//! size. Rows with a NULL entity or timestamp, or a timestamp [`Nanos`]
+//! cannot hold, are left out of pages and counted by `null_key_rows`.
 //! Timestamp literals are numbers (`TO_TIMESTAMP_NTZ(<nanos>, 9)`, see
 //! [`sql::timestamp_literal`]), so session parameters cannot change them.
+//! Every statement is counted ([`super::count_statement`]).
 //!
 //! Table names resolve like unquoted identifiers: `describe` remembers the
 //! name that matched (e.g. `DB.S.T` for `db.s.t`), and the reads use it.
@@ -24,11 +25,14 @@
 //! at their result URL, and a statement abandoned before its answer (the
 //! timeout, a shutdown, a dropped run) is cancelled (`statements`); URLs in
 //! errors lose their query strings (pre-signed chunk URLs carry
-//! credentials there); the session is
-//! rebuilt after any transient failure, since the crate never logs in again by
-//! itself. Assumes the crate's `log` output is kept at info or above by the
+//! credentials there); the crate holds whole results in memory, so the
+//! window's statement is sent by us in the crate's session (`results`); the
+//! session is rebuilt after any transient failure (a session expired in the
+//! middle of a window fails the run, retryable: the re-read is newest-wins),
+//! since the crate never logs in again by itself. Assumes the crate's `log` output is kept at info or above by the
 //! logging setup (at debug it prints session tokens).
 
+mod results;
 mod statements;
 
 pub use statements::settle_aborts;
@@ -38,9 +42,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef};
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
 use snowflake_api::{
     AuthArgs, AuthType, CertificateArgs, PasswordArgs, QueryResult, SnowflakeApi,
@@ -54,7 +58,6 @@ use super::{
     Warehouse, WarehouseError,
 };
 use crate::config::{Credentials, SnowflakeConfig};
-use crate::model::FieldType;
 
 /// Rewrites the scheme, host and port of requests to the Snowflake account
 /// host to the configured base URL. Result chunks are downloaded from
@@ -95,21 +98,40 @@ impl Middleware for BaseUrl {
     }
 }
 
-/// The HTTP client handed to the crate: [`statements::LongStatements`] (polls
-/// handed-off statements, cancels abandoned ones), then [`BaseUrl`] when a
-/// base URL is configured. Aborts go out through the same client, without the
-/// polling.
-fn http_client(http: reqwest::Client, base_url: Option<&url::Url>) -> ClientWithMiddleware {
+/// The HTTP client handed to the crate (and used for the window's statement and
+/// its chunks): [`results::CaptureSession`] (keeps the session token the crate
+/// sends), [`statements::LongStatements`] (polls handed-off statements, cancels
+/// abandoned ones), then [`BaseUrl`] when a base URL is configured. Aborts go
+/// out through the same client, without the polling.
+fn http_client(
+    http: reqwest::Client,
+    base_url: Option<&url::Url>,
+    seen: Arc<results::SessionSeen>,
+) -> ClientWithMiddleware {
     let with_base = |builder: reqwest_middleware::ClientBuilder| match base_url {
         Some(base) => builder.with(BaseUrl(base.clone())),
         None => builder,
     };
     let aborts = with_base(reqwest_middleware::ClientBuilder::new(http.clone())).build();
     with_base(
-        reqwest_middleware::ClientBuilder::new(http).with(statements::LongStatements::new(aborts)),
+        reqwest_middleware::ClientBuilder::new(http)
+            .with(results::CaptureSession(seen))
+            .with(statements::LongStatements::new(aborts)),
     )
     .build()
 }
+
+/// One login: the crate's API, the HTTP client it was given, and what its
+/// statements show of the session.
+struct Session {
+    api: SnowflakeApi,
+    client: ClientWithMiddleware,
+    seen: Arc<results::SessionSeen>,
+}
+
+/// How much longer than `warehouse.query_timeout` one HTTP request may take:
+/// a statement's `query_timeout` always fires first.
+const HTTP_SLACK: Duration = Duration::from_millis(500);
 
 /// How long a failed statement waits for the cancellation of a statement it
 /// abandoned (at most `warehouse.query_timeout`).
@@ -131,23 +153,23 @@ struct Login {
 pub struct SnowflakeWarehouse {
     login: Login,
     /// The live session; `None` after a failure so the next call logs in anew.
-    api: Mutex<Option<Arc<SnowflakeApi>>>,
+    session: Mutex<Option<Arc<Session>>>,
     /// The stored name `describe` found for each requested table name.
     resolved: Resolved,
     /// `warehouse.ntz_time_zone`.
     ntz_time_zone: super::zone::Tz,
 }
 
-/// Requested table name -> the name that matched in the warehouse, and its columns.
+/// Requested table name -> the name that matched in the warehouse.
 #[derive(Default)]
-struct Resolved(std::sync::Mutex<HashMap<TableRef, (TableRef, Vec<Column>)>>);
+struct Resolved(std::sync::Mutex<HashMap<TableRef, TableRef>>);
 
 impl Resolved {
-    fn remember(&self, requested: &TableRef, stored: &TableRef, columns: &[Column]) {
+    fn remember(&self, requested: &TableRef, stored: &TableRef) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(requested.clone(), (stored.clone(), columns.to_vec()));
+            .insert(requested.clone(), stored.clone());
     }
 
     /// The stored name of `requested`, or `requested` itself if it was never described.
@@ -156,19 +178,8 @@ impl Resolved {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(requested)
-            .map(|(stored, _)| stored.clone())
+            .cloned()
             .unwrap_or_else(|| requested.clone())
-    }
-
-    /// Whether `column` of `requested` is a number (as `describe` reported it);
-    /// false when unknown.
-    fn is_number(&self, requested: &TableRef, column: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(requested)
-            .and_then(|(_, cols)| cols.iter().find(|c| c.name == column))
-            .is_some_and(|c| decode::compatible(&c.data_type, FieldType::Int64).is_ok())
     }
 }
 
@@ -202,21 +213,25 @@ impl SnowflakeWarehouse {
                 base_url,
                 timeout: cfg.query_timeout,
             },
-            api: Mutex::new(None),
+            session: Mutex::new(None),
             resolved: Resolved::default(),
             ntz_time_zone: cfg.ntz_zone()?,
         })
     }
 
-    fn build_api(&self) -> Result<SnowflakeApi> {
+    fn build_session(&self) -> Result<Session> {
         let l = &self.login;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10).min(l.timeout))
-            .timeout(l.timeout)
+            // A statement's own bound is the `query_timeout` around it, which
+            // says so and settles its cancellation; this one, a moment later,
+            // bounds every other request (a result chunk's GET).
+            .timeout(l.timeout + HTTP_SLACK)
             .gzip(true)
             .build()
             .map_err(|e| WarehouseError::Permanent(format!("HTTP client: {e}")))?;
-        let client = http_client(http, l.base_url.as_ref());
+        let seen = Arc::new(results::SessionSeen::default());
+        let client = http_client(http, l.base_url.as_ref(), seen.clone());
         let auth_type = match &l.credentials {
             Credentials::Password(p) => AuthType::Password(PasswordArgs {
                 password: p.expose().to_string(),
@@ -234,20 +249,43 @@ impl SnowflakeWarehouse {
             role: l.role.clone(),
             auth_type,
         };
-        SnowflakeApiBuilder::new(auth)
-            .with_client(client)
+        let api = SnowflakeApiBuilder::new(auth)
+            .with_client(client.clone())
             .build()
-            .map_err(classify)
+            .map_err(classify)?;
+        Ok(Session { api, client, seen })
     }
 
-    async fn api(&self) -> Result<Arc<SnowflakeApi>> {
-        let mut guard = self.api.lock().await;
-        if let Some(api) = guard.as_ref() {
-            return Ok(api.clone());
+    async fn session(&self) -> Result<Arc<Session>> {
+        let mut guard = self.session.lock().await;
+        if let Some(session) = guard.as_ref() {
+            return Ok(session.clone());
         }
-        let api = Arc::new(self.build_api()?);
-        *guard = Some(api.clone());
-        Ok(api)
+        let session = Arc::new(self.build_session()?);
+        *guard = Some(session.clone());
+        Ok(session)
+    }
+
+    /// After a failed statement of `session`: a transient failure lets the
+    /// cancellation of an abandoned statement go out before the error does (a
+    /// one-shot command may exit right after it), and drops the session so the
+    /// next statement logs in again.
+    async fn failed(&self, session: &Arc<Session>, outcome: WarehouseError) -> WarehouseError {
+        if outcome.is_retryable() {
+            settle_aborts(ABORT_WAIT.min(self.login.timeout)).await;
+            let mut guard = self.session.lock().await;
+            if guard.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
+                *guard = None;
+            }
+        }
+        outcome
+    }
+
+    fn timed_out(&self) -> WarehouseError {
+        WarehouseError::Transient(format!(
+            "Snowflake did not answer within warehouse.query_timeout ({})",
+            humantime::format_duration(self.login.timeout)
+        ))
     }
 
     /// Runs one statement with a timeout (polling it past Snowflake's answer
@@ -255,30 +293,41 @@ impl SnowflakeWarehouse {
     /// dropped so the next statement logs in again. A statement abandoned at
     /// the timeout is cancelled, and the call waits a moment for that.
     pub async fn exec(&self, sql: &str) -> Result<QueryResult> {
-        let api = self.api().await?;
-        let timeout = self.login.timeout;
+        let session = self.session().await?;
+        super::count_statement();
         // Bound to a variable so the statement's future (and its abort guard)
         // is dropped here, before waiting for the abort.
-        let answered = tokio::time::timeout(timeout, api.exec(sql)).await;
+        let answered = tokio::time::timeout(self.login.timeout, session.api.exec(sql)).await;
         let outcome = match answered {
             Ok(Ok(r)) => return Ok(r),
             Ok(Err(e)) => classify(e),
-            Err(_) => WarehouseError::Transient(format!(
-                "Snowflake did not answer within warehouse.query_timeout ({})",
-                humantime::format_duration(timeout)
-            )),
+            Err(_) => self.timed_out(),
         };
-        if outcome.is_retryable() {
-            // A timeout or a failed transfer abandons the statement: let its
-            // cancellation go out before the error does (a one-shot command
-            // may exit right after it).
-            settle_aborts(ABORT_WAIT.min(timeout)).await;
-            let mut guard = self.api.lock().await;
-            if guard.as_ref().is_some_and(|a| Arc::ptr_eq(a, &api)) {
-                *guard = None;
-            }
+        Err(self.failed(&session, outcome).await)
+    }
+
+    /// Sends the window's one statement in the crate's session (logging in
+    /// through the crate first when this session has sent nothing yet) and
+    /// reads its answer: the inline rows and the chunks still to fetch.
+    async fn read_window(&self, q: &super::WindowQuery) -> Result<results::Answer> {
+        let text = window_sql(q, &self.resolved.get(&q.table));
+        let mut session = self.session().await?;
+        if !session.seen.is_known() {
+            self.exec("SELECT 1").await?;
+            session = self.session().await?;
         }
-        Err(outcome)
+        super::count_statement();
+        let answered = tokio::time::timeout(
+            self.login.timeout,
+            results::execute(&session.client, &session.seen, &text),
+        )
+        .await;
+        let outcome = match answered {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(e)) => e,
+            Err(_) => self.timed_out(),
+        };
+        Err(self.failed(&session, outcome).await)
     }
 
     async fn describe_exact(&self, table: &TableRef) -> Result<Option<Vec<Column>>> {
@@ -305,30 +354,6 @@ impl SnowflakeWarehouse {
                 .collect(),
         ))
     }
-
-    async fn read_page(
-        &self,
-        q: &super::WindowQuery,
-        after: Option<&(Nanos, String)>,
-    ) -> Result<(Page, Option<(Nanos, String)>)> {
-        let table = self.resolved.get(&q.table);
-        let number = self.resolved.is_number(&q.table, &q.entity_column);
-        let batches = match self
-            .exec(&window_page_sql(q, &table, number, after))
-            .await?
-        {
-            QueryResult::Arrow(b) => b,
-            QueryResult::Empty => Vec::new(),
-            QueryResult::Json(j) => {
-                return Err(WarehouseError::Transient(format!(
-                    "expected Arrow rows, got JSON: {}",
-                    truncate(&j.to_string(), 200)
-                )))
-            }
-        };
-        let last = page_max_key(&batches, q)?;
-        Ok((Page { batches }, last))
-    }
 }
 
 /// `ts >= first AND ts <= last` instant [`Nanos`] can hold: rows outside are
@@ -342,37 +367,13 @@ fn representable(ts: &str, kind: TimestampKind) -> String {
     )
 }
 
-/// The entity column as the keyset SQL orders and compares it. Text compares in
-/// the byte order of its UTF-8, like the cursor: `COLLATE(e, '')` removes any
-/// collation of the column (a case- or accent-insensitive one would order
-/// `'B'` and `'b'` together and make `e > 'b'` skip rows the cursor has not
-/// passed), and with no collation on either side Snowflake compares UTF-8
-/// (its `'utf8'` default). fakesnow cannot run `COLLATE(e, 'utf8')` (DuckDB has
-/// no such collation) but runs this form. A NUMBER column stays as it is.
-fn entity_key(entity_ident: &str, number: bool) -> String {
-    if number {
-        entity_ident.to_string()
-    } else {
-        format!("COLLATE({entity_ident}, '')")
-    }
-}
-
-/// The SQL of one keyset page of `table` (the stored name of `q.table`): the
-/// window's rows after the cursor `after` (the previous page's greatest
-/// `(timestamp, entity)`), ordered by `(timestamp, entity)`. Rows sharing the
-/// cursor's timestamp continue by entity, so a bulk update stamping more rows
-/// than a page is never skipped at a page edge (and, for a text entity, never
-/// read twice). `number` says the entity column is a NUMBER (see [`entity_key`]).
-fn window_page_sql(
-    q: &super::WindowQuery,
-    table: &TableRef,
-    number: bool,
-    after: Option<&(Nanos, String)>,
-) -> String {
+/// The SQL of the window of `table` (the stored name of `q.table`): every row
+/// with an entity and a representable timestamp inside the window, in no
+/// particular order.
+fn window_sql(q: &super::WindowQuery, table: &TableRef) -> String {
     let kind = TimestampKind::of(&q.timestamp_type);
     let e = sql::ident(&q.entity_column);
     let ts = sql::ident(&q.timestamp_column);
-    let key = entity_key(&e, number);
     let mut cols = vec![e.clone(), ts.clone()];
     cols.extend(q.field_columns.iter().map(|c| sql::ident(c)));
     let mut text = format!(
@@ -384,79 +385,14 @@ fn window_page_sql(
     if let Some(since) = q.since {
         text += &format!(" AND {ts} > {}", sql::timestamp_literal(since, kind));
     }
-    if let Some((at, entity)) = after {
-        let lit = sql::timestamp_literal(*at, kind);
-        text += &format!(
-            " AND ({ts} > {lit} OR ({ts} = {lit} AND {key} > {}))",
-            sql::string_literal(entity)
-        );
-    }
-    text += &format!(" ORDER BY {ts}, {key} LIMIT {}", q.page_rows);
     text
-}
-
-/// The greatest `(timestamp, entity)` of a page, scanning all its rows
-/// (never trusting the order of result chunks).
-fn page_max_key(
-    batches: &[RecordBatch],
-    q: &super::WindowQuery,
-) -> Result<Option<(Nanos, String)>> {
-    let permanent = |e: decode::ColumnError| WarehouseError::Permanent(e.to_string());
-    let mut decoded = Vec::with_capacity(batches.len());
-    for b in batches {
-        let schema = b.schema();
-        let ts = decode::timestamps(&q.timestamp_column, b.column(1), schema.field(1))
-            .map_err(permanent)?;
-        let ents =
-            decode::entities(&q.entity_column, b.column(0), schema.field(0)).map_err(permanent)?;
-        decoded.push((ts, ents));
-    }
-    let mut best: Option<(Nanos, &str)> = None;
-    for (ts, ents) in &decoded {
-        for (i, t) in ts.iter().enumerate() {
-            if let (Ok(Some(t)), Some(e)) = (*t, ents.get(i)) {
-                if best.is_none_or(|b| (t, e) > b) {
-                    best = Some((t, e));
-                }
-            }
-        }
-    }
-    Ok(best.map(|(t, e)| (t, e.to_string())))
-}
-
-/// Paging state after a page: the keyset cursor (the greatest
-/// `(timestamp, entity)` read) and whether that page was the last.
-type PagingState = (Option<(Nanos, String)>, bool);
-
-/// Where paging goes after a page of `rows` rows whose greatest key is `last`:
-/// `None` when the page was empty (the window is read), else the cursor to
-/// continue after and whether this page was the last. A short page is the last;
-/// a full one may be followed by more, so one empty read ends the window.
-fn after_page(
-    rows: usize,
-    page_rows: usize,
-    last: Option<(Nanos, String)>,
-    timestamp_column: &str,
-) -> Result<Option<PagingState>> {
-    if rows == 0 {
-        return Ok(None);
-    }
-    if last.is_none() && rows >= page_rows {
-        // A full page of rows whose time cannot be represented: no cursor to go on
-        // from. The page query leaves such rows out, so this is a last resort.
-        return Err(WarehouseError::Permanent(format!(
-            "column {timestamp_column}: a full page of timestamps outside 1677..2262 cannot be paged past"
-        )));
-    }
-    let finished = rows < page_rows || last.is_none();
-    Ok(Some((last, finished)))
 }
 
 #[async_trait]
 impl Warehouse for SnowflakeWarehouse {
     async fn describe(&self, table: &TableRef) -> Result<Vec<Column>> {
         if let Some(cols) = self.describe_exact(table).await? {
-            self.resolved.remember(table, table, &cols);
+            self.resolved.remember(table, table);
             return Ok(cols);
         }
         // Unquoted identifiers in Snowflake mean their upper-case form.
@@ -467,7 +403,7 @@ impl Warehouse for SnowflakeWarehouse {
         };
         if upper != *table {
             if let Some(cols) = self.describe_exact(&upper).await? {
-                self.resolved.remember(table, &upper, &cols);
+                self.resolved.remember(table, &upper);
                 return Ok(cols);
             }
         }
@@ -510,19 +446,29 @@ impl Warehouse for SnowflakeWarehouse {
     }
 
     fn pages<'a>(&'a self, q: &'a super::WindowQuery) -> BoxStream<'a, Result<Page>> {
-        // State: the keyset cursor, and whether the previous page was the last.
-        let init: PagingState = (None, false);
-        stream::try_unfold(init, move |(after, done)| async move {
-            if done {
-                return Ok(None);
-            }
-            let (page, last) = self.read_page(q, after.as_ref()).await?;
-            Ok(
-                after_page(page.num_rows(), q.page_rows, last, &q.timestamp_column)?
-                    .map(|next| (page, next)),
-            )
-        })
-        .boxed()
+        let page_rows = q.page_rows;
+        stream::once(self.read_window(q))
+            .map_ok(|answer| {
+                let results::Answer {
+                    inline,
+                    chunks,
+                    headers,
+                    client,
+                } = answer;
+                // The inline part, then every chunk, fetched by tasks of their
+                // own at most CHUNKS_IN_FLIGHT at once, in the order listed.
+                stream::once(async move { Ok(inline) }).chain(
+                    stream::iter(chunks)
+                        .map(move |c| results::Fetch::start(client.clone(), c, headers.clone()))
+                        .buffered(results::CHUNKS_IN_FLIGHT),
+                )
+            })
+            .try_flatten()
+            .map_ok(move |batches| {
+                stream::iter(results::split_pages(batches, page_rows)).map(Ok::<_, WarehouseError>)
+            })
+            .try_flatten()
+            .boxed()
     }
 
     async fn ping(&self) -> Result<()> {
@@ -823,10 +769,7 @@ mod tests {
         assert!(lost.is_retryable());
     }
 
-    // --- keyset paging, pure -------------------------------------------------
-
-    use arrow_array::{Int64Array, StringArray};
-    use arrow_schema::{DataType, Field, Schema};
+    // --- the window's statement, pure ---------------------------------------
 
     fn window(
         page_rows: usize,
@@ -848,108 +791,19 @@ mod tests {
         }
     }
 
-    /// One result chunk in real Snowflake's shapes: TEXT entities and
-    /// TIMESTAMP_NTZ(9) as Int64 nanoseconds.
-    fn chunk(rows: &[(Option<&str>, Option<Nanos>)]) -> RecordBatch {
-        let meta = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let schema = Schema::new(vec![
-            Field::new("DOMAIN_USERID", DataType::Utf8, true)
-                .with_metadata(meta(&[("logicalType", "TEXT")])),
-            Field::new("UPDATED_AT", DataType::Int64, true)
-                .with_metadata(meta(&[("logicalType", "TIMESTAMP_NTZ"), ("scale", "9")])),
-        ]);
-        let entities: StringArray = rows.iter().map(|r| r.0).collect();
-        let times: Int64Array = rows.iter().map(|r| r.1).collect();
-        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(entities), Arc::new(times)]).unwrap()
-    }
-
-    fn max_key(chunks: &[RecordBatch]) -> Option<(Nanos, String)> {
-        page_max_key(chunks, &window(10, None, "TIMESTAMP_NTZ(9)")).unwrap()
-    }
-
     const T: Nanos = 1_700_000_000_000_000_000;
 
-    /// `window_page_sql` of the query's own table name, for a text entity.
-    fn page_sql(q: &super::super::WindowQuery, after: Option<&(Nanos, String)>) -> String {
-        window_page_sql(q, &q.table, false, after)
-    }
-
     #[test]
-    fn first_page_sql_reads_the_window_in_key_order() {
-        assert_eq!(
-            page_sql(&window(3, Some(T), "TIMESTAMP_NTZ(9)"), None),
-            "SELECT \"DOMAIN_USERID\", \"UPDATED_AT\", \"A\" FROM \"DB\".\"S\".\"T\" \
-             WHERE \"DOMAIN_USERID\" IS NOT NULL \
-             AND \"UPDATED_AT\" >= TO_TIMESTAMP_NTZ(-9223372036854775808, 9) \
-             AND \"UPDATED_AT\" <= TO_TIMESTAMP_NTZ(9223372036854775807, 9) \
-             AND \"UPDATED_AT\" > TO_TIMESTAMP_NTZ(1700000000000000000, 9) \
-             ORDER BY \"UPDATED_AT\", COLLATE(\"DOMAIN_USERID\", '') LIMIT 3"
-        );
-    }
-
-    #[test]
-    fn keyset_compares_entities_in_byte_order_whatever_the_collation() {
-        // The cursor is the greatest entity in Rust (UTF-8 byte) order; under a
-        // case-insensitive column collation `"E" > 'b'` would leave out 'B'-rows
-        // sorted after 'b', so both the ORDER BY and the predicate drop the
-        // column's collation and compare UTF-8 like the cursor.
-        let sql = page_sql(
-            &window(3, None, "TIMESTAMP_NTZ(9)"),
-            Some(&(T, "b".to_string())),
-        );
-        assert!(
-            sql.ends_with(
-                " AND (\"UPDATED_AT\" > TO_TIMESTAMP_NTZ(1700000000000000000, 9) \
-                 OR (\"UPDATED_AT\" = TO_TIMESTAMP_NTZ(1700000000000000000, 9) \
-                 AND COLLATE(\"DOMAIN_USERID\", '') > 'b')) \
-                 ORDER BY \"UPDATED_AT\", COLLATE(\"DOMAIN_USERID\", '') LIMIT 3"
-            ),
-            "{sql}"
-        );
-        // Every comparison or ordering of the entity goes through the collation-free key.
-        assert_eq!(sql.matches("\"DOMAIN_USERID\"").count(), 4, "{sql}");
-        assert_eq!(
-            sql.matches("COLLATE(\"DOMAIN_USERID\", '')").count(),
-            2,
-            "{sql}"
-        );
-        // A NUMBER entity keeps numeric order (COLLATE takes text).
-        let q = window(3, None, "TIMESTAMP_NTZ(9)");
-        let sql = window_page_sql(&q, &q.table, true, Some(&(T, "10".to_string())));
-        assert!(!sql.contains("COLLATE"), "{sql}");
-        assert!(
-            sql.ends_with(
-                " AND \"DOMAIN_USERID\" > '10')) ORDER BY \"UPDATED_AT\", \"DOMAIN_USERID\" LIMIT 3"
-            ),
-            "{sql}"
-        );
-    }
-
-    #[test]
-    fn entity_type_comes_from_describe() {
-        let q = window(3, None, "TIMESTAMP_NTZ(9)");
-        let resolved = Resolved::default();
-        // Never described: taken as text.
-        assert!(!resolved.is_number(&q.table, "DOMAIN_USERID"));
-        for (ty, number) in [
-            ("VARCHAR(16777216)", false),
-            ("VARCHAR(16777216) COLLATE 'en-ci'", false),
-            ("NUMBER(38,0)", true),
-        ] {
-            let cols = [Column {
-                name: "DOMAIN_USERID".into(),
-                data_type: column_type(ty),
-            }];
-            resolved.remember(&q.table, &q.table, &cols);
+    fn one_statement_reads_the_whole_window_in_no_order_whatever_the_page_size() {
+        for page_rows in [3, 1_000_000] {
+            let q = window(page_rows, Some(T), "TIMESTAMP_NTZ(9)");
             assert_eq!(
-                resolved.is_number(&q.table, "DOMAIN_USERID"),
-                number,
-                "{ty}"
+                window_sql(&q, &q.table),
+                "SELECT \"DOMAIN_USERID\", \"UPDATED_AT\", \"A\" FROM \"DB\".\"S\".\"T\" \
+                 WHERE \"DOMAIN_USERID\" IS NOT NULL \
+                 AND \"UPDATED_AT\" >= TO_TIMESTAMP_NTZ(-9223372036854775808, 9) \
+                 AND \"UPDATED_AT\" <= TO_TIMESTAMP_NTZ(9223372036854775807, 9) \
+                 AND \"UPDATED_AT\" > TO_TIMESTAMP_NTZ(1700000000000000000, 9)"
             );
         }
     }
@@ -992,13 +846,12 @@ mod tests {
     }
 
     #[test]
-    fn pages_leave_out_timestamps_nanos_cannot_hold_even_on_a_full_read() {
-        // A table whose first rows (in key order) are stamped 0001-01-01 must
-        // not fill a page with rows that cannot be paged past.
-        let sql = page_sql(&window(3, None, "TIMESTAMP_NTZ(9)"), None);
+    fn the_window_leaves_out_timestamps_nanos_cannot_hold_even_on_a_full_read() {
+        let q = window(3, None, "TIMESTAMP_NTZ(9)");
+        let sql = window_sql(&q, &q.table);
         // The bounds are exactly the first and last representable instants.
         assert!(
-            sql.contains(
+            sql.ends_with(
                 " AND \"UPDATED_AT\" >= TO_TIMESTAMP_NTZ(-9223372036854775808, 9) \
                  AND \"UPDATED_AT\" <= TO_TIMESTAMP_NTZ(9223372036854775807, 9)"
             ),
@@ -1017,7 +870,7 @@ mod tests {
         let resolved = Resolved::default();
         // Never described: the name as given.
         assert_eq!(resolved.get(&lower), lower);
-        resolved.remember(&lower, &q.table, &[]);
+        resolved.remember(&lower, &q.table);
         assert_eq!(resolved.get(&lower), q.table);
         let q = super::super::WindowQuery {
             table: lower.clone(),
@@ -1025,13 +878,13 @@ mod tests {
         };
         let stored = resolved.get(&q.table);
         assert!(
-            window_page_sql(&q, &stored, false, None).contains(" FROM \"DB\".\"S\".\"T\" WHERE "),
+            window_sql(&q, &stored).contains(" FROM \"DB\".\"S\".\"T\" WHERE "),
             "{}",
-            window_page_sql(&q, &stored, false, None)
+            window_sql(&q, &stored)
         );
         assert!(null_key_rows_sql(&q, &stored).ends_with(" FROM \"DB\".\"S\".\"T\""));
         // An exact match maps the name to itself.
-        resolved.remember(&lower, &lower, &[]);
+        resolved.remember(&lower, &lower);
         assert_eq!(resolved.get(&lower), lower);
     }
 
@@ -1106,104 +959,19 @@ mod tests {
     }
 
     #[test]
-    fn next_page_sql_continues_equal_timestamps_by_entity_after_the_cursor() {
-        let sql = page_sql(
-            &window(3, None, "TIMESTAMP_NTZ(9)"),
-            Some(&(T + 1, "o'b\\".to_string())),
-        );
-        assert!(
-            sql.ends_with(
-                " AND (\"UPDATED_AT\" > TO_TIMESTAMP_NTZ(1700000000000000001, 9) \
-                 OR (\"UPDATED_AT\" = TO_TIMESTAMP_NTZ(1700000000000000001, 9) \
-                 AND COLLATE(\"DOMAIN_USERID\", '') > 'o''b\\\\')) \
-                 ORDER BY \"UPDATED_AT\", COLLATE(\"DOMAIN_USERID\", '') LIMIT 3"
-            ),
-            "{sql}"
-        );
-    }
-
-    #[test]
     fn zoned_timestamp_columns_compare_instants_of_their_own_type() {
         for (ty, function) in [
             ("TIMESTAMP_TZ(9)", "TO_TIMESTAMP_TZ("),
             ("TIMESTAMP_LTZ(3)", "TO_TIMESTAMP_LTZ("),
         ] {
-            let sql = page_sql(&window(3, Some(0), ty), Some(&(0, "e".into())));
-            assert_eq!(sql.matches(&format!("{function}0, 9)")).count(), 3, "{sql}");
-            assert_eq!(sql.matches(function).count(), 5, "{sql}");
+            let q = window(3, Some(0), ty);
+            let sql = window_sql(&q, &q.table);
+            assert_eq!(sql.matches(&format!("{function}0, 9)")).count(), 1, "{sql}");
+            assert_eq!(sql.matches(function).count(), 3, "{sql}");
             assert!(
                 !sql.contains("TIMESTAMP_NTZ") && !sql.contains("::"),
                 "{sql}"
             );
         }
-    }
-
-    #[test]
-    fn page_cursor_comes_from_every_chunk_not_the_last_row() {
-        // Snowflake appends the inline chunk after the downloaded ones: the last
-        // row of the last chunk is not the page's greatest key.
-        let chunks = [
-            chunk(&[(Some("b"), Some(T + 5)), (Some("a"), Some(T + 9))]),
-            chunk(&[(Some("z"), Some(T + 1))]),
-        ];
-        assert_eq!(max_key(&chunks), Some((T + 9, "a".into())));
-    }
-
-    #[test]
-    fn equal_timestamps_at_a_page_edge_continue_after_the_greatest_entity() {
-        let chunks = [
-            chunk(&[(Some("a"), Some(T)), (Some("c"), Some(T))]),
-            chunk(&[(Some("b"), Some(T))]),
-        ];
-        assert_eq!(max_key(&chunks), Some((T, "c".into())));
-    }
-
-    #[test]
-    fn entities_order_as_utf8_bytes_like_the_warehouse() {
-        // "Z" < "z" < "ü" in UTF-8 byte order, as Snowflake compares without a collation.
-        let chunks = [chunk(&[
-            (Some("ü"), Some(T)),
-            (Some("Z"), Some(T)),
-            (Some("z"), Some(T)),
-        ])];
-        assert_eq!(max_key(&chunks), Some((T, "ü".into())));
-    }
-
-    #[test]
-    fn future_rows_still_move_the_cursor_past_them() {
-        // The cursor is about paging, not the watermark: a row stamped days
-        // ahead is read once and paged past like any other.
-        let future = T + 3 * 86_400 * 1_000_000_000;
-        let chunks = [chunk(&[(Some("f"), Some(future)), (Some("a"), Some(T))])];
-        assert_eq!(max_key(&chunks), Some((future, "f".into())));
-    }
-
-    #[test]
-    fn unkeyed_rows_never_become_the_cursor() {
-        let chunks = [chunk(&[
-            (None, Some(T + 9)),
-            (Some("x"), None),
-            (Some("a"), Some(T)),
-        ])];
-        assert_eq!(max_key(&chunks), Some((T, "a".into())));
-        assert_eq!(max_key(&[chunk(&[(None, Some(T))])]), None);
-    }
-
-    #[test]
-    fn paging_stops_after_a_short_or_empty_page_and_continues_after_a_full_one() {
-        let key = Some((T, "a".to_string()));
-        assert!(after_page(0, 3, None, "TS").unwrap().is_none());
-        assert_eq!(
-            after_page(2, 3, key.clone(), "TS").unwrap(),
-            Some((key.clone(), true))
-        );
-        assert_eq!(
-            after_page(3, 3, key.clone(), "TS").unwrap(),
-            Some((key, false))
-        );
-        // A short page of unrepresentable times ends the window; a full one cannot be paged past.
-        assert_eq!(after_page(2, 3, None, "TS").unwrap(), Some((None, true)));
-        let e = after_page(3, 3, None, "TS").unwrap_err();
-        assert!(!e.is_retryable() && e.to_string().contains("TS"), "{e}");
     }
 }

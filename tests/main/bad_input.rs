@@ -287,8 +287,8 @@ async fn identifiers_with_quotes_spaces_and_sql_are_quoted_never_executed() {
                     q(value),
                     q(ts)
                 ),
-                // Entity values with quotes and backslashes end pages (page_rows = 1),
-                // so they go into the keyset literal of the next query.
+                // Entity values with quotes and backslashes, one per page
+                // (page_rows = 1); no value is ever pasted into SQL.
                 &format!(
                     r#"INSERT INTO {} VALUES ('o''brien\\', 1, '2024-01-01 00:00:01'),
                        ('x'' OR ''1''=''1', 2, '2024-01-01 00:00:02'), ('plain', 3, '2024-01-01 00:00:03')"#,

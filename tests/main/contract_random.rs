@@ -518,7 +518,7 @@ fn lit_ts(ts: Option<Nanos>) -> String {
         .unwrap_or_else(|| "NULL".into())
 }
 
-/// Entity names that stress quoting and the keyset's string order (prefixes,
+/// Entity names that stress quoting and string order (prefixes,
 /// case, trailing space, multi-byte UTF-8, quotes and backslashes).
 const TRICKY: [&str; 12] = [
     "a",

@@ -1,12 +1,11 @@
-//! End to end through the Snowflake-protocol test server (fakesnow): the keyset
-//! SQL's forms run there and page correctly. Entities that sort differently as
-//! text, by case, by accent and as numbers (`COLLATE(e, '')` for text, plain
-//! numeric order for NUMBER) all land when many rows share one timestamp and
-//! pages hold two rows; timestamp literals built from numbers
+//! End to end through the Snowflake-protocol test server (fakesnow): a window
+//! read with one statement (no order, no cursor; it replaced keyset paging,
+//! hence the file's name) lands every row. Entities that sort differently as
+//! text, by case, by accent and as numbers all land when many rows share one
+//! timestamp and pages hold two rows; timestamp literals built from numbers
 //! (`TO_TIMESTAMP_NTZ/TZ(<nanos>, 9)`) bound incremental windows of NTZ and TZ
 //! columns; NTZ wall times read in a view's `ntz_time_zone` land as the right
-//! instants. fakesnow has no column collations, so the case-insensitive case
-//! itself is proved on the SQL text (unit tests in `src/warehouse/snowflake.rs`).
+//! instants.
 //!
 //! Assumes the harness in `tests/support` (fakesnow + compatibility proxy,
 //! throwaway redis-server).

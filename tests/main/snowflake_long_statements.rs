@@ -12,7 +12,8 @@ use crate::fixtures::{shown, stderr, stdout, SnowflakeWorld};
 async fn statements_handed_off_to_a_result_url_are_polled_and_a_full_sync_writes_every_row() {
     let mut w = SnowflakeWorld::own_warehouse().await;
     let t = w.add_table("handoff", 40).await;
-    // 250 rows in pages of 100: several page statements, each handed off.
+    // 250 rows in pages of 100, read by one statement (handed off like every
+    // other) whose result comes in chunks.
     w.insert(t, 250).await;
     w.sf.hand_off_statements(Some(Duration::from_millis(300)))
         .await;
@@ -23,8 +24,8 @@ async fn statements_handed_off_to_a_result_url_are_polled_and_a_full_sync_writes
 
     let log = w.sf.handoff_log().await;
     let handed_off = log["handed_off"].as_u64().unwrap();
-    // describe, now, null-key count and 3 pages at least; each polled more than once.
-    assert!(handed_off >= 6, "{log}");
+    // describe, now, null-key count and the window; each polled more than once.
+    assert!(handed_off >= 4, "{log}");
     assert!(log["polls"].as_u64().unwrap() > handed_off, "{log}");
     assert_eq!(log["aborts"], serde_json::json!([]), "{log}");
 }

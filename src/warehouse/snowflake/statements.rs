@@ -39,7 +39,7 @@ use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
 use serde::{Deserialize, Serialize};
 
 /// The path of every statement the crate sends.
-const QUERY_PATH: &str = "/queries/v1/query-request";
+pub(super) const QUERY_PATH: &str = "/queries/v1/query-request";
 /// Answer codes of a statement still running: handed off (333334) and, on a
 /// poll of its result URL, still running (333333).
 const STILL_RUNNING: [&str; 2] = ["333334", "333333"];
@@ -298,7 +298,7 @@ struct AbortBody<'a> {
 }
 
 /// A random (version 4) UUID in its usual text form.
-fn uuid_v4() -> String {
+pub(super) fn uuid_v4() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
