@@ -537,7 +537,12 @@ impl SnowflakeServer {
     /// (the bare crate) do not poll.
     pub async fn hand_off_statements(&self, after: Option<Duration>) {
         let value = after.map_or("off".to_string(), |d| d.as_millis().to_string());
-        let url = format!("{}/__test/handoff?after_ms={value}", self.base_url);
+        self.test_switch(&format!("handoff?after_ms={value}")).await;
+    }
+
+    /// POSTs to one of the server's `/__test/` switches; panics unless it took it.
+    async fn test_switch(&self, path: &str) {
+        let url = format!("{}/__test/{path}", self.base_url);
         let reply = reqwest::Client::new().post(&url).send().await;
         assert!(
             reply.as_ref().is_ok_and(|r| r.status().is_success()),
@@ -545,11 +550,9 @@ impl SnowflakeServer {
         );
     }
 
-    /// What the hand-off mode saw: `{"after_ms", "handed_off", "polls",
-    /// "aborts": [{"queryId" (null if no running statement matched),
-    /// "requestId", "sqlText", "cancelled"}]}`, aborts in arrival order.
-    pub async fn handoff_log(&self) -> serde_json::Value {
-        let url = format!("{}/__test/handoff", self.base_url);
+    /// GETs what one of the server's `/__test/` switches recorded.
+    async fn test_log(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}/__test/{path}", self.base_url);
         let reply = reqwest::get(&url)
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
@@ -557,6 +560,13 @@ impl SnowflakeServer {
             .json()
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// What the hand-off mode saw: `{"after_ms", "handed_off", "polls",
+    /// "aborts": [{"queryId" (null if no running statement matched),
+    /// "requestId", "sqlText", "cancelled"}]}`, aborts in arrival order.
+    pub async fn handoff_log(&self) -> serde_json::Value {
+        self.test_log("handoff").await
     }
 
     /// Sets how the server cuts large results: chunks of `rows` rows (`None`:
@@ -564,30 +574,18 @@ impl SnowflakeServer {
     /// `fail`. Resets the counts of [`SnowflakeServer::chunk_log`].
     pub async fn chunk_results(&self, rows: Option<usize>, delay: Duration, fail: bool) {
         let value = rows.map_or("off".to_string(), |r| r.to_string());
-        let url = format!(
-            "{}/__test/chunks?rows={value}&delay_ms={}&fail={}",
-            self.base_url,
+        self.test_switch(&format!(
+            "chunks?rows={value}&delay_ms={}&fail={}",
             delay.as_millis(),
             u8::from(fail)
-        );
-        let reply = reqwest::Client::new().post(&url).send().await;
-        assert!(
-            reply.as_ref().is_ok_and(|r| r.status().is_success()),
-            "POST {url}: {reply:?}"
-        );
+        ))
+        .await;
     }
 
     /// What the chunk mode did: `{"rows", "delay_ms", "results_chunked",
     /// "chunks_listed", "chunks_served", "max_in_flight", "refused", "failed"}`.
     pub async fn chunk_log(&self) -> serde_json::Value {
-        let url = format!("{}/__test/chunks", self.base_url);
-        let reply = reqwest::get(&url)
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        reply
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        self.test_log("chunks").await
     }
 
     fn build_api(
