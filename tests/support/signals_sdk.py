@@ -2,8 +2,8 @@
 
 Usage: python signals_sdk.py API_URL TOKEN COMMAND [ARGS...]; prints one JSON
 object on stdout. The SDK fetches a JWT from Snowplow's console on first use;
-offline we hand it TOKEN (a JWT, whose signature the SDK never checks) as
-REFERENCE.md section 1 describes. Every HTTP call the SDK makes is recorded
+offline we hand it TOKEN (a JWT, whose signature the SDK never checks) by
+setting `sp.api_client.token`, as the README's HTTP API section describes. Every HTTP call the SDK makes is recorded
 (method, path, status) by wrapping httpx.request, which the SDK calls directly.
 
 Commands:
