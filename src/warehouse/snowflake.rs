@@ -514,7 +514,7 @@ fn null_key_rows_sql(q: &super::WindowQuery, table: &TableRef) -> String {
 /// `TIMESTAMP WITH TIME ZONE`, a trailing `NOT NULL`, and the DuckDB names
 /// fakesnow prints for some types), parsed once, when the table is described.
 /// A bare `NUMBER` (INFORMATION_SCHEMA prints the scale in another column) is
-/// scale 0; a name not listed here (GEOGRAPHY, VECTOR, a collated VARCHAR) is
+/// scale 0; a collation (`COLLATE 'en-ci'`) is ignored; a name not listed here (GEOGRAPHY, VECTOR) is
 /// [`TypeKind::Other`]. The name is kept as given, for messages.
 pub fn column_type(type_name: &str) -> ColumnType {
     use sql::TimestampKind::{Ltz, Ntz, Tz};
@@ -524,6 +524,12 @@ pub fn column_type(type_name: &str) -> ColumnType {
             t[..cut].trim_end()
         }
         _ => t,
+    };
+    // A collation (`VARCHAR(16777216) COLLATE 'en-ci'`) changes comparisons,
+    // never values: the window statement neither orders nor compares entities.
+    let t = match t.to_ascii_uppercase().find(" COLLATE ") {
+        Some(at) => t[..at].trim_end(),
+        None => t,
     };
     let (base, params) = match t.find('(') {
         Some(open) if t.ends_with(')') => (&t[..open], Some(t[open + 1..t.len() - 1].trim())),
@@ -833,7 +839,7 @@ mod tests {
             ("JSON", TypeKind::Variant),
             ("OBJECT", TypeKind::Object),
             ("GEOGRAPHY", TypeKind::Other),
-            ("VARCHAR(16777216) COLLATE 'en-ci'", TypeKind::Other),
+            ("VARCHAR(16777216) COLLATE 'en-ci'", TypeKind::Text),
         ] {
             let t = column_type(name);
             assert_eq!((t.to_string(), t.kind), (name.to_string(), kind), "{name}");
