@@ -389,17 +389,26 @@ impl SnowflakeConfig {
 
     /// Reads the credential, from the config value or its file. Errors name the key.
     pub fn credentials(&self) -> Result<Credentials> {
+        // An empty secret (an unset `MATERIALIZER__WAREHOUSE__PASSWORD=`) would
+        // only fail at every login: refuse it here, naming the key.
+        let given = |key: &str, s: &Secret| -> Result<Secret> {
+            if s.expose().trim().is_empty() {
+                bail!("warehouse.{key}: is empty");
+            }
+            Ok(s.clone())
+        };
         if let Some(p) = &self.password {
-            return Ok(Credentials::Password(p.clone()));
+            return Ok(Credentials::Password(given("password", p)?));
         }
         if let Some(path) = &self.password_file {
             let text = std::fs::read_to_string(path).with_context(|| {
                 format!("warehouse.password_file: cannot read {}", path.display())
             })?;
-            return Ok(Credentials::Password(Secret(text.trim_end().to_string())));
+            let secret = Secret(text.trim_end().to_string());
+            return Ok(Credentials::Password(given("password_file", &secret)?));
         }
         if let Some(k) = &self.private_key {
-            return Ok(Credentials::PrivateKeyPem(k.clone()));
+            return Ok(Credentials::PrivateKeyPem(given("private_key", k)?));
         }
         if let Some(path) = &self.private_key_path {
             let text = std::fs::read_to_string(path).with_context(|| {
@@ -428,7 +437,7 @@ impl SnowflakeConfig {
         }
         if let Some(b) = &self.base_url {
             url::Url::parse(b)
-                .map_err(|e| anyhow::anyhow!("warehouse.base_url: `{b}` is not a URL: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("warehouse.base_url: not a URL: {e}"))?;
         }
         let given = [
             self.password.is_some(),

@@ -2,10 +2,13 @@
 //!
 //! Promises: `apply` validates every view first and stores none of them if any
 //! is invalid (nothing half-applied); errors name the file, the view and the
-//! key. Re-applying an identical view changes nothing; re-applying a view whose
-//! source, entity or fields changed under the same version forgets its
-//! watermark, so the next run reads the whole table into the new shape.
-//! Assumes views are small (a Redis hash holds them all).
+//! key. Every change is a compare-and-set against the entry as read, so
+//! concurrent appliers never half-apply and of concurrent creators exactly one
+//! wins. Re-applying an identical view changes nothing; re-applying a view
+//! whose source (table, timestamp field, NTZ zone), entity, fields or ttl
+//! changed under the same version is a reshape: a new shape generation, the
+//! watermark forgotten, and the next completed run leaves exactly what the new
+//! shape writes. Assumes views are small (a Redis hash holds them all).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -52,7 +55,7 @@ pub fn read_file(path: &Path) -> Result<Vec<View>> {
         .collect()
 }
 
-/// Like [`read_globs`], but file by file: a file that cannot be read or holds
+/// Reads the view files matching `patterns`, file by file: a file that cannot be read or holds
 /// an invalid view is reported (its path and the problem) and skipped, so one
 /// bad file does not stop the other views of its directory from syncing.
 pub fn read_globs_each(patterns: &[String], base: &Path) -> (Vec<View>, Vec<String>) {

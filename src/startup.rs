@@ -38,7 +38,19 @@ pub fn base_dir() -> PathBuf {
 /// Connects to Redis and applies `registry.files`.
 pub async fn connect(loaded: &Loaded) -> Result<Connected> {
     let store = ProfileStore::connect(&loaded.config.profiles).await?;
-    let (views, problems) = registry::read_globs_each(&loaded.config.registry.files, &base_dir());
+    let (all, mut problems) = registry::read_globs_each(&loaded.config.registry.files, &base_dir());
+    // One view in two files would make the whole apply refuse: keep the first.
+    let mut views: Vec<View> = Vec::with_capacity(all.len());
+    for v in all {
+        if views.iter().any(|w| w.id() == v.id()) {
+            problems.push(format!(
+                "registry.files: view `{}` is declared more than once; the first one applies",
+                v.id()
+            ));
+        } else {
+            views.push(v);
+        }
+    }
     for p in &problems {
         tracing::error!(error = %p, "registry.files: view file skipped");
     }

@@ -475,12 +475,14 @@ impl Runner {
             .backfill_since_nanos()
             .map_err(|e| RunError::Permanent(e.to_string()))?;
         let run_started = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        // A new shape generation is read whole once (even after a `reset --to`),
+        // since that read is what removes the older shapes' values.
         let full_read = full_read_due(
             watermark,
             state.last_full_read,
             self.config.full_resync_every,
             run_started,
-        );
+        ) || (state.generation > 0 && state.last_full_read.is_none());
         rec.full_read = full_read;
         let warehouse_now = self.warehouse.now().await?;
         let future_limit = warehouse_now.saturating_add(nanos(self.config.max_future_skew));
@@ -546,7 +548,16 @@ impl Runner {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Page, WarehouseError>>(1);
         let produce = async {
             let mut pages = self.warehouse.pages(&query);
-            while let Some(p) = pages.next().await {
+            loop {
+                // A shutdown or a lost lease stops the read at once, even in
+                // the middle of a long statement (dropping it cancels it); the
+                // checks before the commit below then end the run uncommitted.
+                let p = tokio::select! {
+                    p = pages.next() => p,
+                    _ = shutdown.cancelled() => None,
+                    _ = lease_lost.cancelled() => None,
+                };
+                let Some(p) = p else { break };
                 let failed = p.is_err();
                 if tx.send(p).await.is_err() || failed {
                     break;
@@ -612,6 +623,12 @@ impl Runner {
         }
         consumed?;
         written??;
+        if lease_lost.is_cancelled() {
+            return Err(RunError::Retryable("lease lost during the run".into()));
+        }
+        if shutdown.is_cancelled() {
+            return Err(RunError::Interrupted);
+        }
 
         // The first completed whole-table read of a new shape generation also
         // removes what older shapes left (entities no longer in the table,

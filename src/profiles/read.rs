@@ -9,7 +9,7 @@
 use base64::Engine;
 use serde_json::{json, Value as Json};
 
-use super::{feast, ProfileStore};
+use super::{feast, ProfileStore, StoreError, StoreResult};
 use crate::model::View;
 use crate::time::Nanos;
 
@@ -207,11 +207,7 @@ pub fn expired(view: &View, ts: Nanos, now: Nanos) -> bool {
 /// Decodes one entity's hash fields (as [`super::view_hash_fields`] lists
 /// them) into a profile; `None` when nothing of the view is stored, or its
 /// values are past the view's ttl at `now`.
-fn profile_of(
-    view: &View,
-    raw: Vec<Option<Vec<u8>>>,
-    now: Nanos,
-) -> anyhow::Result<Option<Profile>> {
+fn profile_of(view: &View, raw: Vec<Option<Vec<u8>>>, now: Nanos) -> StoreResult<Option<Profile>> {
     let n = view.fields.len();
     if raw[..=n].iter().all(Option::is_none) {
         return Ok(None);
@@ -220,14 +216,16 @@ fn profile_of(
         .as_deref()
         .map(decode_timestamp)
         .transpose()
-        .map_err(anyhow::Error::msg)?;
+        .map_err(|e| StoreError::Corrupt(format!("_ts:{}: {e}", view.feast_name())))?;
     if ts.is_some_and(|ts| expired(view, ts, now)) {
         return Ok(None);
     }
     let mut values = Vec::with_capacity(n);
     for (f, v) in view.fields.iter().zip(&raw) {
         let json = match v {
-            Some(b) => decode_value(b).map_err(|e| anyhow::anyhow!("{}: {e}", f.name))?,
+            Some(b) => {
+                decode_value(b).map_err(|e| StoreError::Corrupt(format!("{}: {e}", f.name)))?
+            }
             None => Json::Null,
         };
         values.push((f.name.clone(), json));
@@ -242,7 +240,7 @@ fn now_nanos() -> Nanos {
 impl ProfileStore {
     /// The stored values of `view` for one entity; `None` when nothing is
     /// stored or the values are past the view's ttl.
-    pub async fn read_profile(&self, view: &View, entity: &str) -> anyhow::Result<Option<Profile>> {
+    pub async fn read_profile(&self, view: &View, entity: &str) -> StoreResult<Option<Profile>> {
         Ok(self
             .read_profiles(view, std::slice::from_ref(&entity))
             .await?
@@ -255,7 +253,7 @@ impl ProfileStore {
         &self,
         view: &View,
         entities: &[S],
-    ) -> anyhow::Result<Vec<Option<Profile>>> {
+    ) -> StoreResult<Vec<Option<Profile>>> {
         let fields = super::view_hash_fields(view);
         let mut pipe = redis::pipe();
         for e in entities {

@@ -5,7 +5,7 @@
 //! `{prefix}{project}:views` (the registry), `:registry_rev`, `:entities`, and per
 //! view `{prefix}{project}:{name:version}:wm | full | run | lease | gen | rev |
 //! retired`. The braces are a Redis Cluster hash tag: one view's state shares a
-//! slot, so the scripts below that touch several of its keys stay atomic.
+//! slot (the commit script touches only those keys).
 //!
 //! Promises:
 //! - every registry change (create, update, reshape, delete) is one script:
@@ -13,7 +13,9 @@
 //!   never half-apply and exactly one creator of a view wins; each change bumps
 //!   `registry_rev`, so a registry that went back in time (failover to a
 //!   lagging replica, an older snapshot) is recognisable;
-//! - a reshape or delete bumps the view's shape generation (`gen`) and forgets
+//! - a reshape or delete bumps the view's shape generation (`gen`, to at least
+//!   the clock in milliseconds, so it outruns generations that profile hashes
+//!   kept when the daemon's state was lost without them) and forgets
 //!   its watermark and last full read, and keeps the old shape in `retired` until
 //!   a run of the new shape has removed its values; every reshape, delete and
 //!   reset bumps the view's revision (`rev`);
@@ -25,7 +27,9 @@
 //!   from, in one script: a run never commits a shape or a window that is no
 //!   longer the registered one.
 //!
-//! Assumes the prefix and project contain no `{`: the hash tag must be the view id.
+//! Assumes one Redis (not Cluster: the registry scripts touch the untagged
+//! `views` and `registry_rev` too; the per-view hash tag prepares the rest),
+//! and a prefix and project without `{`, so the hash tag is the view id.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -135,30 +139,36 @@ pub struct RegistrySnapshot {
 
 const REGISTRY_PUT: &str = r"
 -- KEYS: views, registry_rev, gen, rev, wm, full, retired
--- ARGV: id, expected entry ('' for none), new entry, change
+-- ARGV: id, expected entry ('' for none), new entry, change, now (ms)
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if (cur or '') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('INCR', KEYS[2])
 if ARGV[4] == 'reshape' then
-  redis.call('INCR', KEYS[3])
+  -- At least the clock in ms: a generation outruns those left in profile
+  -- hashes by state that was lost (a changed prefix) while they survived.
+  local g = math.max((tonumber(redis.call('GET', KEYS[3])) or 0) + 1, tonumber(ARGV[5]))
+  redis.call('SET', KEYS[3], string.format('%d', g))
   redis.call('DEL', KEYS[5], KEYS[6])
   redis.call('RPUSH', KEYS[7], cur)
+  redis.call('LTRIM', KEYS[7], -8, -1)
 end
 if ARGV[4] ~= 'update' then redis.call('INCR', KEYS[4]) end
 return 1";
 
 const REGISTRY_DELETE: &str = r"
 -- KEYS: views, registry_rev, gen, rev, wm, full, retired, run
--- ARGV: id, expected entry
+-- ARGV: id, expected entry, now (ms)
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if (not cur) or cur ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[2])
-redis.call('INCR', KEYS[3])
+local g = math.max((tonumber(redis.call('GET', KEYS[3])) or 0) + 1, tonumber(ARGV[3]))
+redis.call('SET', KEYS[3], string.format('%d', g))
 redis.call('INCR', KEYS[4])
 redis.call('DEL', KEYS[5], KEYS[6], KEYS[8])
 redis.call('RPUSH', KEYS[7], cur)
+redis.call('LTRIM', KEYS[7], -8, -1)
 return 1";
 
 static REGISTRY_PUT_SCRIPT: LazyLock<redis::Script> =
@@ -198,6 +208,11 @@ for _, key in ipairs(KEYS) do
   end
 end
 return removed";
+
+/// Milliseconds since the epoch, by this process's clock.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 fn parse_nanos(what: &str, v: Option<String>) -> Result<Option<Nanos>> {
     v.map(|s| {
@@ -341,6 +356,7 @@ impl ProfileStore {
                 Change::Update => "update",
                 Change::Reshape => "reshape",
             })
+            .arg(now_ms())
             .invoke_async(&mut c)
             .await?;
         Ok(done == 1)
@@ -355,6 +371,7 @@ impl ProfileStore {
             .key(self.keys.view(id, "run"))
             .arg(id.to_string())
             .arg(expected)
+            .arg(now_ms())
             .invoke_async(&mut c)
             .await?;
         Ok(done == 1)
@@ -466,14 +483,8 @@ impl ProfileStore {
         })
     }
 
-    /// When the view last completed a read of its whole table (first run or
-    /// `full_resync_every`); forgotten with the watermark.
-    pub async fn last_full_read(&self, id: &ViewId) -> Result<Option<Nanos>> {
-        let mut c = self.conn.clone();
-        let v: Option<String> = c.get(self.keys.view(id, "full")).await?;
-        Ok(v.and_then(|s| s.parse().ok()))
-    }
-
+    /// Records when the view last completed a read of its whole table, as a
+    /// run's commit does (tests use it to stand in for the passing of time).
     pub async fn set_last_full_read(&self, id: &ViewId, at: Nanos) -> Result<()> {
         let mut c = self.conn.clone();
         let _: () = c.set(self.keys.view(id, "full"), at.to_string()).await?;

@@ -48,8 +48,9 @@ pub(super) const CHUNKS_IN_FLIGHT: usize = 2;
 /// Tries of one chunk GET (it is idempotent) before the read fails, retryable.
 const CHUNK_ATTEMPTS: u32 = 3;
 
-/// What [`CaptureSession`] saw of the crate's latest statement.
-#[derive(Clone, Debug)]
+/// What [`CaptureSession`] saw of the crate's latest statement. No `Debug`:
+/// it holds the session token.
+#[derive(Clone)]
 struct Seen {
     authorization: HeaderValue,
     /// The `query-request` URL, without its query string.
@@ -85,7 +86,14 @@ impl SessionSeen {
         Some((seen.authorization.clone(), url, seen.sequence_id))
     }
 
-    fn saw(&self, authorization: HeaderValue, mut query_url: url::Url, sequence_id: Option<u64>) {
+    fn saw(
+        &self,
+        mut authorization: HeaderValue,
+        mut query_url: url::Url,
+        sequence_id: Option<u64>,
+    ) {
+        // Never printed, whatever later formats a request or header map.
+        authorization.set_sensitive(true);
         query_url.set_query(None);
         query_url.set_fragment(None);
         let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
