@@ -75,3 +75,38 @@ async fn a_statement_outliving_query_timeout_fails_retryable_and_is_cancelled_at
     // Nothing of the session token in the logs.
     assert!(!err.contains("Snowflake Token"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_long_statement_cancels_it_at_the_warehouse_and_commits_nothing() {
+    let mut w = SnowflakeWorld::own_warehouse().await;
+    let t = w.add_table("interrupted", 10).await;
+    w.insert(t, 20).await;
+    // Every statement runs 30 s: the daemon's first run is mid-statement.
+    w.sf.hand_off_statements(Some(Duration::from_secs(30)))
+        .await;
+    let mut daemon = w.spawn(
+        "daemon",
+        &["run"],
+        &[("MATERIALIZER__SCHEDULER__SHUTDOWN_GRACE", "1s")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.sf.handoff_log().await["handed_off"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    daemon.signal("TERM");
+    let status = daemon
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("still running after SIGTERM: {}", daemon.log_text()));
+    assert!(status.success(), "{status:?}: {}", daemon.log_text());
+    // The statement in flight was cancelled before the process exited.
+    let log = w.sf.handoff_log().await;
+    let aborts = log["aborts"].as_array().unwrap();
+    assert!(
+        !aborts.is_empty() && aborts.iter().all(|a| a["cancelled"] == true),
+        "{log}\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(w.watermark("interrupted").await, None);
+}
