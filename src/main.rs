@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use materializer::config::{Config, Loaded};
-use materializer::model::{View, ViewId};
+use materializer::model::{printable, View, ViewId};
 use materializer::scheduler::{self, Scheduler};
 use materializer::sync::{format_nanos, format_skipped};
 use materializer::{api, registry, startup, telemetry};
@@ -316,20 +316,6 @@ async fn status(loaded: Loaded, json: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Text from the registry or a run, safe for a terminal: control characters
-/// (newlines, ANSI escapes) are shown escaped, so a name cannot forge a line.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 async fn reset(loaded: Loaded, selector: String, to: Option<String>) -> Result<ExitCode> {

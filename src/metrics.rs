@@ -45,10 +45,6 @@ pub struct Metrics {
     inner: Mutex<Inner>,
 }
 
-fn now_nanos() -> Nanos {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-}
-
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -89,7 +85,7 @@ impl Metrics {
             m.watermark.insert(view.clone(), w);
         }
         if outcome == "ok" {
-            m.last_success.insert(view, now_nanos());
+            m.last_success.insert(view, crate::time::now());
         }
     }
 
@@ -104,7 +100,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let m = self.inner.lock().expect("metrics lock");
-        let now = now_nanos();
+        let now = crate::time::now();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

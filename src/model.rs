@@ -450,11 +450,7 @@ pub const MAX_QUOTED_CHARS: usize = 64;
 pub fn quoted(value: &str) -> String {
     let (mut out, mut shown) = (String::new(), 0);
     for c in value.chars() {
-        let piece: String = if c.is_control() {
-            c.escape_unicode().collect()
-        } else {
-            c.into()
-        };
+        let piece = escaped(c);
         shown += piece.chars().count();
         if shown > MAX_QUOTED_CHARS {
             out.push_str(&format!("... ({} bytes in all)", value.len()));
@@ -463,6 +459,20 @@ pub fn quoted(value: &str) -> String {
         out.push_str(&piece);
     }
     out
+}
+
+/// `value` safe for a terminal or a log line, whole: control characters
+/// (newlines, ANSI escapes) shown escaped, so a name cannot forge a line.
+pub fn printable(value: &str) -> String {
+    value.chars().map(escaped).collect()
+}
+
+fn escaped(c: char) -> String {
+    if c.is_control() {
+        c.escape_unicode().collect()
+    } else {
+        c.into()
+    }
 }
 
 /// The problem with identifier `value` of `key`, if any: empty (or blank),

@@ -474,7 +474,7 @@ impl Runner {
             .config
             .backfill_since_nanos()
             .map_err(|e| RunError::Permanent(e.to_string()))?;
-        let run_started = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let run_started = crate::time::now();
         // A new shape generation is read whole once (even after a `reset --to`),
         // since that read is what removes the older shapes' values.
         let full_read = full_read_due(

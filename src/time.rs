@@ -26,6 +26,11 @@ pub type Nanos = i64;
 const NANOS_PER_SECOND: Nanos = 1_000_000_000;
 
 /// An instant as RFC 3339 UTC text (`2024-05-01T12:00:00.123Z`).
+/// This machine's clock as [`Nanos`] (saturating in the year 2262).
+pub fn now() -> Nanos {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
 pub fn format_nanos(n: Nanos) -> String {
     chrono::DateTime::from_timestamp(
         n.div_euclid(NANOS_PER_SECOND),

@@ -233,10 +233,6 @@ fn profile_of(view: &View, raw: Vec<Option<Vec<u8>>>, now: Nanos) -> StoreResult
     Ok(Some(Profile { ts, values }))
 }
 
-fn now_nanos() -> Nanos {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
-}
-
 impl ProfileStore {
     /// The stored values of `view` for one entity; `None` when nothing is
     /// stored or the values are past the view's ttl.
@@ -270,7 +266,7 @@ impl ProfileStore {
         } else {
             pipe.query_async(&mut conn).await?
         };
-        let now = now_nanos();
+        let now = crate::time::now();
         raw.into_iter().map(|r| profile_of(view, r, now)).collect()
     }
 }

@@ -458,7 +458,7 @@ impl Warehouse for ParquetWarehouse {
     }
 
     async fn now(&self) -> Result<Nanos> {
-        Ok(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX))
+        Ok(crate::time::now())
     }
 
     async fn null_key_rows(&self, _query: &WindowQuery) -> Result<NullKeyRows> {

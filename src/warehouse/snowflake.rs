@@ -7,8 +7,8 @@
 //! at most [`results::CHUNKS_IN_FLIGHT`] downloading at once, each decoded
 //! and cut into pages of at most `page_rows` rows as it arrives. So a run
 //! costs a constant number of statements (describe, now, the NULL-key count,
-//! the window), and the warehouse scans the window once whatever the page
-//! size. Rows with a NULL entity or timestamp, or a timestamp [`Nanos`]
+//! the window), and the warehouse scans the window twice (the count and the
+//! read) whatever the page size. Rows with a NULL entity or timestamp, or a timestamp [`Nanos`]
 //! cannot hold, are left out of pages and counted by `null_key_rows`.
 //! Timestamp literals are numbers (`TO_TIMESTAMP_NTZ(<nanos>, 9)`, see
 //! [`sql::timestamp_literal`]), so session parameters cannot change them.
