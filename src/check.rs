@@ -65,9 +65,11 @@ pub async fn check(loaded: &Loaded) -> Vec<Finding> {
             return out;
         }
     };
+    let p = &loaded.config.profiles;
     out.push(Finding::ok(format!(
-        "redis {}",
-        loaded.config.profiles.redis_url
+        "redis {} ({})",
+        p.redis_url,
+        p.redis_type.as_str()
     )));
     for p in connected.file_problems {
         out.push(Finding::problem("view file", p));

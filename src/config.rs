@@ -462,17 +462,102 @@ impl SnowflakeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ProfilesConfig {
+    /// Which Redis deployment `redis_url` names (Feast's `redis_type`).
+    pub redis_type: RedisType,
+    /// One Redis; a seed node of a cluster; a sentinel.
     pub redis_url: RedisUrl,
+    /// Further cluster seeds or sentinels, tried after `redis_url`.
+    pub redis_nodes: Vec<RedisUrl>,
+    /// The master's name the sentinels monitor (`redis_sentinel` only).
+    pub sentinel_master: Option<String>,
     /// Feast project name: the suffix of every profile key.
     pub project: String,
     /// Prefix of the daemon's own keys (registry, watermarks, runs, leases).
     pub state_prefix: String,
 }
 
+/// The kinds of Redis deployment, named as Feast's online store names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisType {
+    #[default]
+    Redis,
+    RedisCluster,
+    RedisSentinel,
+}
+
+impl ProfilesConfig {
+    /// `redis_url` then `redis_nodes`: the seeds or sentinels to try, in order.
+    pub fn redis_urls(&self) -> impl Iterator<Item = &RedisUrl> {
+        std::iter::once(&self.redis_url).chain(&self.redis_nodes)
+    }
+
+    fn check(&self) -> Result<()> {
+        // The project names state keys and is a Redis Cluster hash-tag
+        // boundary: plain names only, as Feast requires.
+        let p = &self.project;
+        if p.is_empty()
+            || p.len() > 128
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!("profiles.project: must be 1 to 128 letters, digits, `_` or `-`");
+        }
+        if self.state_prefix.contains(['{', '}']) {
+            bail!("profiles.state_prefix: must not contain `{{` or `}}`");
+        }
+        for (i, url) in self.redis_urls().enumerate() {
+            let key = if i == 0 {
+                "profiles.redis_url".to_string()
+            } else {
+                format!("profiles.redis_nodes[{}]", i - 1)
+            };
+            redis::Client::open(url.expose()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{key}: `{}` is not a Redis URL: {}",
+                    url.redacted(),
+                    e.to_string().replace(url.expose(), "[url]")
+                )
+            })?;
+        }
+        match (self.redis_type, &self.sentinel_master) {
+            (RedisType::RedisSentinel, None) => {
+                bail!("profiles.sentinel_master: required with redis_type = \"redis_sentinel\"")
+            }
+            (RedisType::RedisSentinel, Some(m)) if m.trim().is_empty() => {
+                bail!("profiles.sentinel_master: must not be empty")
+            }
+            (RedisType::Redis | RedisType::RedisCluster, Some(_)) => bail!(
+                "profiles.sentinel_master: only for redis_type = \"redis_sentinel\" (redis_type is {})",
+                self.redis_type.as_str()
+            ),
+            _ => {}
+        }
+        if self.redis_type == RedisType::Redis && !self.redis_nodes.is_empty() {
+            bail!("profiles.redis_nodes: only for redis_type = \"redis_cluster\" or \"redis_sentinel\" (one Redis has one URL)");
+        }
+        Ok(())
+    }
+}
+
+impl RedisType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisType::Redis => "redis",
+            RedisType::RedisCluster => "redis_cluster",
+            RedisType::RedisSentinel => "redis_sentinel",
+        }
+    }
+}
+
 impl Default for ProfilesConfig {
     fn default() -> Self {
         ProfilesConfig {
+            redis_type: RedisType::Redis,
             redis_url: RedisUrl("redis://127.0.0.1:6379".into()),
+            redis_nodes: Vec::new(),
+            sentinel_master: None,
             project: "signals".into(),
             state_prefix: "materializer:".into(),
         }
@@ -835,35 +920,14 @@ impl Config {
                 bail!("{key}: must be longer than zero");
             }
         }
-        // The project names state keys and is a Redis Cluster hash-tag
-        // boundary: plain names only, as Feast requires.
-        let p = &self.profiles.project;
-        if p.is_empty()
-            || p.len() > 128
-            || !p
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            bail!("profiles.project: must be 1 to 128 letters, digits, `_` or `-`");
-        }
-        if self.profiles.state_prefix.contains(['{', '}']) {
-            bail!("profiles.state_prefix: must not contain `{{` or `}}`");
-        }
-        redis::Client::open(self.profiles.redis_url.expose()).map_err(|e| {
-            anyhow::anyhow!(
-                "profiles.redis_url: `{}` is not a Redis URL: {}",
-                self.profiles.redis_url.redacted(),
-                e.to_string()
-                    .replace(self.profiles.redis_url.expose(), "[url]")
-            )
-        })?;
+        self.profiles.check()?;
         self.warehouse.check()
     }
 }
 
 /// Keys whose value is a list: their environment override is read as a TOML
 /// array (`["a", "b"]`). Every other override is a plain string.
-const LIST_KEYS: &[&str] = &["registry.files", "api.tokens"];
+const LIST_KEYS: &[&str] = &["registry.files", "api.tokens", "profiles.redis_nodes"];
 
 /// The file, then the `MATERIALIZER__SECTION__KEY` variables of `env` over it,
 /// as the `config` crate's layers. Values stay text (no number or boolean

@@ -18,20 +18,22 @@
 //!   create it, in the same Redis as the profiles, so losing Redis loses both
 //!   together.
 //!
-//! Assumes one Redis (not Cluster): a script touches many entity keys at once.
+//! On a Redis Cluster ([`conn`]), each script call touches the keys of one
+//! slot, so newest-wins stays atomic per key; calls go to every primary at
+//! once.
 
+pub mod conn;
 pub mod feast;
 pub mod read;
 pub mod state;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use redis::aio::ConnectionManager;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ProfilesConfig;
+use crate::config::{ProfilesConfig, RedisType};
 use crate::model::View;
 use crate::time::Nanos;
 
@@ -85,6 +87,9 @@ impl From<redis::RedisError> for StoreError {
         }
     }
 }
+
+/// How many per-slot pipelines are in flight at once on a cluster.
+const CLUSTER_IN_FLIGHT: usize = 512;
 
 /// What the Profiles Store's calls return.
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
@@ -162,6 +167,7 @@ pub fn view_hash_fields(view: &View) -> Vec<Vec<u8>> {
 
 /// Newest-wins script calls encoded by [`ProfileStore::prepare`], ready to send.
 pub struct PreparedWrite {
+    /// On a cluster, each pipeline holds the calls of one slot.
     pipelines: Vec<redis::Pipeline>,
     rows: u64,
 }
@@ -237,8 +243,8 @@ pub struct RunRecord {
 
 #[derive(Clone)]
 pub struct ProfileStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    opener: conn::Opener,
+    conn: conn::Conn,
     project: String,
     keys: state::Keys,
     script: redis::Script,
@@ -257,13 +263,23 @@ impl ProfileStore {
     /// Connects (with timeouts; the connection reconnects by itself afterwards)
     /// and applies pending state migrations.
     pub async fn connect(cfg: &ProfilesConfig) -> Result<ProfileStore> {
-        let client = redis::Client::open(cfg.redis_url.expose())
+        let opener = conn::Opener::new(cfg)
             .map_err(|e| anyhow::anyhow!("profiles.redis_url: {}", e))?;
-        let conn = ProfileStore::open(&client)
+        let at = || match cfg.redis_type {
+            RedisType::Redis => format!("Redis at {}", cfg.redis_url),
+            RedisType::RedisCluster => format!("Redis Cluster at {}", cfg.redis_url),
+            RedisType::RedisSentinel => format!(
+                "Redis master `{}` of the sentinels at {}",
+                cfg.sentinel_master.as_deref().unwrap_or_default(),
+                cfg.redis_url
+            ),
+        };
+        let conn = opener
+            .open()
             .await
-            .with_context(|| format!("cannot connect to Redis at {}", cfg.redis_url))?;
+            .with_context(|| format!("cannot connect to {}", at()))?;
         let store = ProfileStore {
-            client,
+            opener,
             conn,
             project: cfg.project.clone(),
             keys: state::Keys::new(&cfg.state_prefix, &cfg.project),
@@ -271,21 +287,8 @@ impl ProfileStore {
         };
         // The first commands are where a wrong password, a read-only replica or
         // an out-of-memory Redis shows: say which Redis.
-        store
-            .migrate()
-            .await
-            .with_context(|| format!("Redis at {}", cfg.redis_url))?;
+        store.migrate().await.with_context(at)?;
         Ok(store)
-    }
-
-    /// A connection that reconnects by itself, with timeouts.
-    async fn open(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
-        let conn_cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(5))
-            .set_response_timeout(Duration::from_secs(30))
-            .set_number_of_retries(2)
-            .set_max_delay(2000);
-        client.get_connection_manager_with_config(conn_cfg).await
     }
 
     /// The same store on a connection of its own: one connection pipelines
@@ -293,9 +296,55 @@ impl ProfileStore {
     /// behind a sync's page writes.
     pub async fn separate(&self) -> StoreResult<ProfileStore> {
         Ok(ProfileStore {
-            conn: ProfileStore::open(&self.client).await?,
+            conn: self.opener.open().await?,
             ..self.clone()
         })
+    }
+
+    /// Runs `cmds` and returns their replies in order: one pipeline on one
+    /// Redis; on a cluster, one pipeline per slot (`slots[i]` is the slot of
+    /// `cmds[i]`'s keys), all in flight at once, so each primary gets its
+    /// share in about one round trip.
+    pub(crate) async fn run_all(
+        &self,
+        cmds: Vec<redis::Cmd>,
+        slots: &[u16],
+    ) -> StoreResult<Vec<redis::Value>> {
+        if !self.conn.is_cluster() {
+            let mut pipe = redis::pipe();
+            for c in cmds {
+                pipe.add_command(c);
+            }
+            let mut c = self.conn.clone();
+            return Ok(pipe.query_async(&mut c).await?);
+        }
+        let mut by_slot: BTreeMap<u16, (Vec<usize>, redis::Pipeline)> = BTreeMap::new();
+        for (i, cmd) in cmds.into_iter().enumerate() {
+            let (idx, pipe) = by_slot
+                .entry(slots[i])
+                .or_insert_with(|| (Vec::new(), redis::pipe()));
+            idx.push(i);
+            pipe.add_command(cmd);
+        }
+        let n = slots.len();
+        let replies = futures::stream::iter(by_slot.into_values().map(|(idx, pipe)| {
+            let mut c = self.conn.clone();
+            async move {
+                let v: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+                Ok::<_, redis::RedisError>((idx, v))
+            }
+        }))
+        .buffer_unordered(CLUSTER_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+        let mut out = vec![redis::Value::Nil; n];
+        for r in replies {
+            let (idx, values) = r?;
+            for (i, v) in idx.into_iter().zip(values) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
     }
 
     pub fn project(&self) -> &str {
@@ -321,86 +370,140 @@ impl ProfileStore {
 
     /// Encodes the newest-wins script calls for `rows` (`batch` entities per
     /// call) without sending them. The result owns its bytes, so a caller can
-    /// encode the next page while Redis runs this one.
+    /// encode the next page while Redis runs this one. On a cluster, a call
+    /// holds entities of one slot only (Redis runs a script on one slot's
+    /// keys), and each slot's calls make one pipeline.
     pub fn prepare(&self, spec: &WriteSpec, rows: &[Upsert<'_>], batch: usize) -> PreparedWrite {
         let batch = batch.max(1);
-        // Crash tests only: one pipeline per script call, so a crash can land
-        // between two of them, leaving half a page in Redis.
-        let per_pipeline = if crate::failpoints::armed("mid_page") {
-            batch
-        } else {
-            rows.len().max(1)
-        };
-        let sha = self.script.get_hash();
-        let ttl = spec.ttl_ms > 0;
-        let mut key = Vec::with_capacity(128);
-        let mut ts_buf = Vec::with_capacity(16);
-        let pipelines = rows
-            .chunks(per_pipeline)
-            .map(|part| {
-                let mut pipe = redis::pipe();
-                for chunk in part.chunks(batch) {
-                    let cmd = pipe.cmd("EVALSHA").arg(sha).arg(chunk.len());
-                    for r in chunk {
-                        key.clear();
-                        feast::push_entity_key(
-                            &mut key,
-                            &spec.join_key,
-                            r.entity.as_bytes(),
-                            &self.project,
-                        );
-                        cmd.arg(&key[..]);
-                    }
-                    cmd.arg(&spec.ts_field)
-                        .arg(&spec.gen_field)
-                        .arg(spec.generation)
-                        .arg(if ttl { "1" } else { "0" });
-                    for r in chunk {
-                        ts_buf.clear();
-                        feast::push_timestamp(&mut ts_buf, r.ts);
-                        cmd.arg(r.values.len());
-                        if ttl {
-                            cmd.arg(spec.deadline_ms(r.ts));
-                        }
-                        cmd.arg(&ts_buf[..]);
-                        for (field, value) in r.values {
-                            cmd.arg(&spec.fields[*field as usize][..]).arg(*value);
-                        }
-                    }
-                }
-                pipe
+        let keys: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|r| {
+                let mut key = Vec::with_capacity(64);
+                feast::push_entity_key(&mut key, &spec.join_key, r.entity.as_bytes(), &self.project);
+                key
             })
             .collect();
+        let cluster = self.conn.is_cluster();
+        let slots: Vec<u16> = if cluster {
+            keys.iter().map(|k| conn::slot(k)).collect()
+        } else {
+            Vec::new()
+        };
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| slots.get(i).copied().unwrap_or(0));
+        // Crash tests only: one call per pipeline, so a crash can land between
+        // two of them, leaving half a page in Redis.
+        let call_per_pipeline = crate::failpoints::armed("mid_page");
+        let mut pipelines = vec![redis::pipe()];
+        let mut start = 0;
+        while start < order.len() {
+            let slot_of = |n: usize| slots.get(order[n]).copied();
+            let mut end = start + 1;
+            while end < order.len() && end - start < batch && slot_of(end) == slot_of(start) {
+                end += 1;
+            }
+            let new_pipeline =
+                start > 0 && (call_per_pipeline || (cluster && slot_of(start) != slot_of(start - 1)));
+            if new_pipeline {
+                pipelines.push(redis::pipe());
+            }
+            let call = self.encode_call(spec, &order[start..end], rows, &keys);
+            pipelines.last_mut().expect("one pipeline at least").add_command(call);
+            start = end;
+        }
         PreparedWrite {
             pipelines,
             rows: rows.len() as u64,
         }
     }
 
-    /// Sends what [`ProfileStore::prepare`] encoded. On error, treat every row
-    /// of it as unwritten (some may have landed; rewriting them is harmless).
-    pub async fn send(&self, prepared: PreparedWrite) -> StoreResult<WriteOutcome> {
-        let mut c = self.conn.clone();
-        let mut written = 0u64;
-        for (i, pipe) in prepared.pipelines.iter().enumerate() {
-            if i > 0 {
-                crate::failpoints::hit("mid_page").await;
-            }
-            let counts: Vec<u64> = match pipe.query_async(&mut c).await {
-                Ok(v) => v,
-                Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                    // Redis restarted or SCRIPT FLUSH: load once more and resend.
-                    self.script.prepare_invoke().load_async(&mut c).await?;
-                    pipe.query_async(&mut c).await?
-                }
-                Err(e) => return Err(e.into()),
-            };
-            written += counts.iter().sum::<u64>();
+    /// One newest-wins script call for the rows `which` (indexes into `rows`
+    /// and their `keys`).
+    fn encode_call(
+        &self,
+        spec: &WriteSpec,
+        which: &[usize],
+        rows: &[Upsert<'_>],
+        keys: &[Vec<u8>],
+    ) -> redis::Cmd {
+        let ttl = spec.ttl_ms > 0;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash()).arg(which.len());
+        for &i in which {
+            cmd.arg(&keys[i][..]);
         }
+        cmd.arg(&spec.ts_field)
+            .arg(&spec.gen_field)
+            .arg(spec.generation)
+            .arg(if ttl { "1" } else { "0" });
+        let mut ts_buf = Vec::with_capacity(16);
+        for &i in which {
+            let r = &rows[i];
+            ts_buf.clear();
+            feast::push_timestamp(&mut ts_buf, r.ts);
+            cmd.arg(r.values.len());
+            if ttl {
+                cmd.arg(spec.deadline_ms(r.ts));
+            }
+            cmd.arg(&ts_buf[..]);
+            for (field, value) in r.values {
+                cmd.arg(&spec.fields[*field as usize][..]).arg(*value);
+            }
+        }
+        cmd
+    }
+
+    /// Sends what [`ProfileStore::prepare`] encoded; on a cluster, every
+    /// slot's pipeline at once. On error, treat every row of it as unwritten
+    /// (some may have landed; rewriting them is harmless).
+    pub async fn send(&self, prepared: PreparedWrite) -> StoreResult<WriteOutcome> {
+        let written = if self.conn.is_cluster() {
+            let counts = futures::stream::iter(prepared.pipelines.into_iter().map(|p| self.send_one(p)))
+                .buffer_unordered(CLUSTER_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await;
+            let mut written = 0;
+            for c in counts {
+                written += c?;
+            }
+            written
+        } else {
+            let mut written = 0;
+            for (i, pipe) in prepared.pipelines.into_iter().enumerate() {
+                if i > 0 {
+                    crate::failpoints::hit("mid_page").await;
+                }
+                written += self.send_one(pipe).await?;
+            }
+            written
+        };
         Ok(WriteOutcome {
             written,
             stale: prepared.rows - written,
         })
+    }
+
+    /// One pipeline of newest-wins calls; how many entities they wrote.
+    /// Owns what it uses, so many can be in flight at once.
+    fn send_one(
+        &self,
+        pipe: redis::Pipeline,
+    ) -> impl std::future::Future<Output = StoreResult<u64>> + Send + 'static {
+        let mut c = self.conn.clone();
+        let script = self.script.clone();
+        async move {
+            let counts: Vec<u64> = match pipe.query_async(&mut c).await {
+                Ok(v) => v,
+                Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                    // A restart, a failover or SCRIPT FLUSH: load once more
+                    // (on every primary) and resend; rewriting is harmless.
+                    script.prepare_invoke().load_async(&mut c).await?;
+                    pipe.query_async(&mut c).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            Ok(counts.iter().sum())
+        }
     }
 
     /// Loads the newest-wins script (call once before writing).

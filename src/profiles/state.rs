@@ -1,11 +1,15 @@
 //! The daemon's own state in Redis: the only place that spells its keys.
 //!
-//! Layout (created and moved by the ordered migrations in `migrations/`, whose
-//! latest file lists every key): a global `{prefix}meta`, and per Feast project
-//! `{prefix}{project}:views` (the registry), `:registry_rev`, `:entities`, and per
-//! view `{prefix}{project}:{name:version}:wm | full | run | lease | gen | rev |
-//! retired`. The braces are a Redis Cluster hash tag: one view's state shares a
-//! slot (the commit script touches only those keys).
+//! Layout 3 (created and moved by the ordered migrations in `migrations/`,
+//! whose latest file lists every key): per Feast project `{prefix}{{project}}:meta`,
+//! `:views` (the registry), `:registry_rev`, `:entities`, and per view
+//! `{prefix}{{project}}:{name}:{version}:wm | full | run | lease | gen | rev |
+//! retired`. The braces around the project are a Redis Cluster hash tag: a
+//! project's whole state shares one slot, so every script here (a registry
+//! change touches the registry and the view's state together; a commit checks
+//! the lease and the revision) runs on one node, atomically, on every kind of
+//! store. The state is a few keys per view, written a few times per run, so
+//! one slot is no bottleneck. Layouts 1 and 2 kept `{prefix}meta` global.
 //!
 //! Promises:
 //! - every registry change (create, update, reshape, delete) is one script:
@@ -27,9 +31,8 @@
 //!   from, in one script: a run never commits a shape or a window that is no
 //!   longer the registered one.
 //!
-//! Assumes one Redis (not Cluster: the registry scripts touch the untagged
-//! `views` and `registry_rev` too; the per-view hash tag prepares the rest),
-//! and a prefix and project without `{`, so the hash tag is the view id.
+//! Assumes a prefix and project without `{` or `}` (the config refuses them),
+//! so the hash tag is the project.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -37,6 +40,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
+use super::conn::Node;
 use super::{feast, ProfileStore, RunRecord, StoreError, StoreResult as Result};
 use crate::model::{View, ViewId};
 use crate::time::Nanos;
@@ -54,13 +58,22 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "per_project_state",
         include_str!("../../migrations/0002_per_project_state.lua"),
     ),
+    (
+        3,
+        "one_slot_per_project",
+        include_str!("../../migrations/0003_one_slot_per_project.lua"),
+    ),
 ];
+
+/// Migrations up to this one recorded their version in the global
+/// `{prefix}meta`; later ones in the project's own meta.
+const LAST_GLOBAL_MIGRATION: u32 = 2;
 
 /// Builds every key the daemon owns.
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
-    /// `{prefix}{project}:`
+    /// `{prefix}{{project}}:`
     ns: String,
 }
 
@@ -68,11 +81,16 @@ impl Keys {
     pub fn new(prefix: &str, project: &str) -> Keys {
         Keys {
             prefix: prefix.to_string(),
-            ns: format!("{prefix}{project}:"),
+            ns: format!("{prefix}{{{project}}}:"),
         }
     }
-    pub fn meta(&self) -> String {
+    /// Layouts 1 and 2: the global hash whose `schema_version` they recorded.
+    pub fn global_meta(&self) -> String {
         format!("{}meta", self.prefix)
+    }
+    /// The project's `schema_version` (from layout 3) and state `epoch`.
+    pub fn meta(&self) -> String {
+        format!("{}meta", self.ns)
     }
     pub fn views(&self) -> String {
         format!("{}views", self.ns)
@@ -85,7 +103,7 @@ impl Keys {
     }
     /// A per-view key: `kind` is one of wm, full, run, lease, gen, rev, retired.
     pub fn view(&self, id: &ViewId, kind: &str) -> String {
-        format!("{}{{{}:{}}}:{kind}", self.ns, id.name, id.version)
+        format!("{}{}:{}:{kind}", self.ns, id.name, id.version)
     }
 }
 
@@ -209,6 +227,34 @@ for _, key in ipairs(KEYS) do
 end
 return removed";
 
+/// Where a pass over the keys of every primary is (see [`ProfileStore::scan_all`]).
+struct ScanAll {
+    pattern: Vec<u8>,
+    /// Nodes still to scan, the current one last; `None` for the only node.
+    nodes: Vec<Option<Node>>,
+    cursor: u64,
+}
+
+impl ScanAll {
+    /// The next batch of keys; `None` once every node is done.
+    async fn next(&mut self, store: &ProfileStore) -> Result<Option<Vec<Vec<u8>>>> {
+        while let Some(node) = self.nodes.last() {
+            let (next, keys) = store
+                .conn
+                .scan(node.as_ref(), &self.pattern, self.cursor)
+                .await?;
+            self.cursor = next;
+            if next == 0 {
+                self.nodes.pop();
+            }
+            if !keys.is_empty() {
+                return Ok(Some(keys));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// Milliseconds since the epoch, by this process's clock.
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -236,10 +282,21 @@ fn glob_escape(bytes: &[u8]) -> Vec<u8> {
 
 impl ProfileStore {
     /// Applies pending state migrations (idempotent; run at every connect).
+    /// A Redis with none of the daemon's state starts at the latest layout;
+    /// older layouts can only exist on one Redis (the daemon did not run on a
+    /// cluster before layout 3), where their scripts run.
     pub async fn migrate(&self) -> Result<()> {
         let mut c = self.conn.clone();
         let meta = self.keys.meta();
-        let current: Option<u32> = c.hget(&meta, "schema_version").await?;
+        let global_meta = self.keys.global_meta();
+        let mut current: Option<u32> = c.hget(&meta, "schema_version").await?;
+        if current.is_none() {
+            current = c.hget(&global_meta, "schema_version").await?;
+            if current.is_none() {
+                current = Some(MIGRATIONS.last().map(|m| m.0).unwrap_or(0));
+                let _: () = c.hset(&meta, "schema_version", current).await?;
+            }
+        }
         for (version, name, lua) in MIGRATIONS {
             if current.unwrap_or(0) >= *version {
                 continue;
@@ -255,7 +312,12 @@ impl ProfileStore {
                     }
                     other => other,
                 })?;
-            let _: () = c.hset(&meta, "schema_version", *version).await?;
+            let at = if *version <= LAST_GLOBAL_MIGRATION {
+                &global_meta
+            } else {
+                &meta
+            };
+            let _: () = c.hset(at, "schema_version", *version).await?;
             tracing::info!(version, name, "applied state migration");
         }
         // Names this incarnation of the state. Any process re-creates `meta`
@@ -584,42 +646,66 @@ impl ProfileStore {
         pattern
     }
 
-    /// One step of a SCAN over the keys matching `pattern`: the next cursor
-    /// (0 when done) and a batch of keys.
-    async fn scan_step(&self, pattern: &[u8], cursor: u64) -> Result<(u64, Vec<Vec<u8>>)> {
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?)
+    /// A pass over every key matching `pattern` on every primary (a SCAN sees
+    /// one node's keys). Keys that a resharding moves during the pass may be
+    /// missed or seen twice.
+    async fn scan_all(&self, pattern: &[u8]) -> Result<ScanAll> {
+        let mut nodes: Vec<Option<Node>> =
+            self.conn.primaries().await?.into_iter().map(Some).collect();
+        if nodes.is_empty() {
+            nodes.push(None);
+        }
+        Ok(ScanAll {
+            pattern: pattern.to_vec(),
+            nodes,
+            cursor: 0,
+        })
+    }
+
+    /// Runs one command per key (`cmd` builds it), grouped by slot on a
+    /// cluster; the replies in key order.
+    async fn per_key(
+        &self,
+        keys: &[Vec<u8>],
+        cmd: impl Fn(&[Vec<u8>]) -> redis::Cmd,
+    ) -> Result<Vec<redis::Value>> {
+        if !self.conn.is_cluster() {
+            return self.run_all(vec![cmd(keys)], &[]).await;
+        }
+        let mut by_slot: BTreeMap<u16, Vec<Vec<u8>>> = BTreeMap::new();
+        for k in keys {
+            by_slot.entry(super::conn::slot(k)).or_default().push(k.clone());
+        }
+        let slots: Vec<u16> = by_slot.keys().copied().collect();
+        let cmds = by_slot.values().map(|ks| cmd(ks)).collect();
+        self.run_all(cmds, &slots).await
     }
 
     /// Removes the view's values and `_ts:`/`_gen:` fields from every entity
     /// hash (other views' fields stay); returns how many hashes held some.
     pub async fn purge_view(&self, view: &View) -> Result<u64> {
         let fields = super::view_hash_fields(view);
-        let pattern = self.entity_key_pattern(view.entity.join_key());
-        let mut conn = self.conn.clone();
-        let (mut cursor, mut purged) = (0u64, 0u64);
-        loop {
-            let (next, keys) = self.scan_step(&pattern, cursor).await?;
-            if !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.hdel(k, &fields);
+        let mut scan = self
+            .scan_all(&self.entity_key_pattern(view.entity.join_key()))
+            .await?;
+        let mut purged = 0u64;
+        while let Some(keys) = scan.next(self).await? {
+            let cmds: Vec<redis::Cmd> = keys
+                .iter()
+                .map(|k| {
+                    let mut c = redis::cmd("HDEL");
+                    c.arg(k).arg(&fields);
+                    c
+                })
+                .collect();
+            let slots: Vec<u16> = keys.iter().map(|k| super::conn::slot(k)).collect();
+            for n in self.run_all(cmds, &slots).await? {
+                if redis::from_redis_value::<u64>(&n).unwrap_or(0) > 0 {
+                    purged += 1;
                 }
-                let removed: Vec<u64> = pipe.query_async(&mut conn).await?;
-                purged += removed.iter().filter(|n| **n > 0).count() as u64;
             }
-            if next == 0 {
-                return Ok(purged);
-            }
-            cursor = next;
         }
+        Ok(purged)
     }
 
     /// After a reshape: removes every value that an older shape generation of
@@ -648,31 +734,28 @@ impl ProfileStore {
                 join_keys.push(r.entity.join_key());
             }
         }
-        let script = redis::Script::new(REMOVE_OLDER_GENERATIONS);
-        let mut conn = self.conn.clone();
         let mut removed = 0u64;
         for join_key in join_keys {
-            let pattern = self.entity_key_pattern(join_key);
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys) = self.scan_step(&pattern, cursor).await?;
-                if !keys.is_empty() {
-                    let mut inv = script.prepare_invoke();
-                    for k in &keys {
-                        inv.key(k);
+            let mut scan = self.scan_all(&self.entity_key_pattern(join_key)).await?;
+            while let Some(keys) = scan.next(self).await? {
+                let call = |keys: &[Vec<u8>]| {
+                    let mut c = redis::cmd("EVAL");
+                    c.arg(REMOVE_OLDER_GENERATIONS).arg(keys.len());
+                    for k in keys {
+                        c.arg(k);
                     }
-                    inv.arg(super::gen_field(&fv))
+                    c.arg(super::gen_field(&fv))
                         .arg(generation)
                         .arg(current.len() + old_only.len());
                     for f in current.iter().chain(&old_only).chain(&old_only) {
-                        inv.arg(&f[..]);
+                        c.arg(&f[..]);
                     }
-                    removed += inv.invoke_async::<u64>(&mut conn).await?;
+                    c
+                };
+                for n in self.per_key(&keys, call).await? {
+                    removed += redis::from_redis_value::<u64>(&n)
+                        .map_err(|e| StoreError::Corrupt(format!("clean-up reply: {e}")))?;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
         }
         Ok(removed)
@@ -684,15 +767,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn view_state_keys_are_per_project_and_hash_tagged_by_view() {
+    fn a_projects_state_keys_share_its_hash_tag() {
         let k = Keys::new("materializer:", "signals");
         let id = ViewId {
             name: "ecom".into(),
             version: 2,
         };
-        assert_eq!(k.view(&id, "wm"), "materializer:signals:{ecom:2}:wm");
-        assert_eq!(k.views(), "materializer:signals:views");
-        assert_eq!(k.meta(), "materializer:meta");
+        assert_eq!(k.view(&id, "wm"), "materializer:{signals}:ecom:2:wm");
+        assert_eq!(k.views(), "materializer:{signals}:views");
+        assert_eq!(k.meta(), "materializer:{signals}:meta");
+        assert_eq!(k.global_meta(), "materializer:meta");
+        let slot = super::super::conn::slot;
+        for key in [k.views(), k.registry_rev(), k.meta(), k.entities()] {
+            assert_eq!(slot(key.as_bytes()), slot(k.view(&id, "lease").as_bytes()));
+        }
         let other = Keys::new("materializer:", "other");
         assert_ne!(k.view(&id, "wm"), other.view(&id, "wm"));
     }

@@ -1,0 +1,322 @@
+//! One connection type for the three kinds of Redis deployment the Profiles
+//! Store runs on (Feast's `redis_type`): one Redis, Redis Cluster, and Redis
+//! behind Sentinel.
+//!
+//! Promises:
+//! - [`Conn`] is a multiplexed connection (clones share it) that runs any
+//!   command or single-slot pipeline on each kind: on a cluster a command goes
+//!   to the primary of its key's slot, and `MOVED`/`ASK` redirects, resharding
+//!   and failovers are followed (redis-rs's cluster client); behind Sentinel a
+//!   failover (a dropped connection, `READONLY` from a demoted master) makes
+//!   the next command ask the sentinels for the master again;
+//! - [`slot`] is Redis Cluster's key slot (CRC16 of the key, or of its
+//!   `{hash tag}`), so callers can group keys that one call may touch together;
+//! - [`Conn::primaries`] and [`Conn::scan`] reach every primary, for passes
+//!   over all keys (a `SCAN` on one node of a cluster sees only that node's).
+//!
+//! Assumes: a multi-key call on a cluster touches one slot (Redis refuses
+//! others with `CROSSSLOT`), which callers ensure with [`slot`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+
+use crate::config::{ProfilesConfig, RedisType};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to the store's Redis, whatever its kind.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(Sentinel),
+}
+
+/// Where new connections come from: the HTTP API opens its own, so its reads
+/// do not queue behind a sync's writes on one multiplexed connection.
+#[derive(Clone)]
+pub enum Opener {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+}
+
+impl Opener {
+    pub fn new(cfg: &ProfilesConfig) -> redis::RedisResult<Opener> {
+        let urls: Vec<&str> = cfg.redis_urls().map(|u| u.expose()).collect();
+        Ok(match cfg.redis_type {
+            RedisType::Redis => Opener::Single(redis::Client::open(urls[0])?),
+            RedisType::RedisCluster => Opener::Cluster(
+                redis::cluster::ClusterClientBuilder::new(urls)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .build()?,
+            ),
+            RedisType::RedisSentinel => {
+                let infos = urls
+                    .iter()
+                    .map(|u| u.into_connection_info())
+                    .collect::<redis::RedisResult<Vec<_>>>()?;
+                let first = &infos[0];
+                // The URL's credentials are the master's, as in Feast; the
+                // sentinels are asked without them.
+                let mut b = SentinelClientBuilder::new(
+                    infos.iter().map(|i| i.addr.clone()),
+                    cfg.sentinel_master.clone().unwrap_or_default(),
+                    SentinelServerType::Master,
+                )?
+                .set_client_to_redis_db(first.redis.db);
+                if let Some(user) = &first.redis.username {
+                    b = b.set_client_to_redis_username(user.clone());
+                }
+                if let Some(pw) = &first.redis.password {
+                    b = b.set_client_to_redis_password(pw.clone());
+                }
+                if let redis::ConnectionAddr::TcpTls { insecure, .. } = &first.addr {
+                    b = b.set_client_to_redis_tls_mode(if *insecure {
+                        redis::TlsMode::Insecure
+                    } else {
+                        redis::TlsMode::Secure
+                    });
+                }
+                Opener::Sentinel(Arc::new(tokio::sync::Mutex::new(b.build()?)))
+            }
+        })
+    }
+
+    /// A new connection (with timeouts; it reconnects by itself afterwards).
+    pub async fn open(&self) -> redis::RedisResult<Conn> {
+        Ok(match self {
+            Opener::Single(client) => {
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(RESPONSE_TIMEOUT)
+                    .set_number_of_retries(2)
+                    .set_max_delay(2000);
+                Conn::Single(client.get_connection_manager_with_config(cfg).await?)
+            }
+            Opener::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Opener::Sentinel(client) => {
+                let s = Sentinel(Arc::new(SentinelState {
+                    client: client.clone(),
+                    master: Mutex::new(None),
+                }));
+                // Connect now, so a wrong sentinel or master name shows at start.
+                s.master().await?;
+                Conn::Sentinel(s)
+            }
+        })
+    }
+}
+
+/// The master behind the sentinels, asked for again after a failover.
+#[derive(Clone)]
+pub struct Sentinel(Arc<SentinelState>);
+
+struct SentinelState {
+    client: Arc<tokio::sync::Mutex<SentinelClient>>,
+    master: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl Sentinel {
+    async fn master(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = self.0.master.lock().unwrap().clone() {
+            return Ok(c);
+        }
+        let mut client = self.0.client.lock().await;
+        if let Some(c) = self.0.master.lock().unwrap().clone() {
+            return Ok(c);
+        }
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT);
+        let c = client.get_async_connection_with_config(&cfg).await?;
+        *self.0.master.lock().unwrap() = Some(c.clone());
+        Ok(c)
+    }
+
+    /// After a failure that a failover explains, forgets the master so the
+    /// next call asks the sentinels; a demoted master's `READONLY` becomes a
+    /// retryable error (the store is moving, not refusing).
+    fn after<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        let Err(e) = r else { return r };
+        let moved = e.kind() == ErrorKind::ReadOnly;
+        if moved
+            || e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.kind() == ErrorKind::MasterDown
+        {
+            *self.0.master.lock().unwrap() = None;
+        }
+        if moved {
+            return Err(RedisError::from((
+                ErrorKind::TryAgain,
+                "the master became a replica (Sentinel failover)",
+            )));
+        }
+        Err(e)
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let mut c = s.master().await?;
+                let r = c.req_packed_command(cmd).await;
+                s.after(r)
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let mut c = s.master().await?;
+                let r = c.req_packed_commands(cmd, offset, count).await;
+                s.after(r)
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(_) => 0,
+        }
+    }
+}
+
+/// A primary of a cluster, by the address the cluster announces.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Node {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Conn {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+
+    /// The cluster's primaries (from `CLUSTER SLOTS`); empty for one Redis or
+    /// Sentinel, where the one master holds every key.
+    pub async fn primaries(&self) -> redis::RedisResult<Vec<Node>> {
+        let Conn::Cluster(c) = self else {
+            return Ok(Vec::new());
+        };
+        let mut c = c.clone();
+        let ranges: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await?;
+        let mut nodes = Vec::new();
+        for range in ranges {
+            // [start, end, [host, port, id, ...] (the primary), replicas...]
+            let Value::Array(parts) = range else { continue };
+            let Some(Value::Array(primary)) = parts.get(2) else {
+                continue;
+            };
+            if let (Some(host), Some(port)) = (primary.first(), primary.get(1)) {
+                let host: String = redis::from_redis_value(host)?;
+                let port: u16 = redis::from_redis_value(port)?;
+                nodes.push(Node { host, port });
+            }
+        }
+        nodes.sort();
+        nodes.dedup();
+        Ok(nodes)
+    }
+
+    /// One step of `SCAN` on `node` (`None`: the only node): the next cursor
+    /// (0 when done) and a batch of keys.
+    pub async fn scan(
+        &self,
+        node: Option<&Node>,
+        pattern: &[u8],
+        cursor: u64,
+    ) -> redis::RedisResult<(u64, Vec<Vec<u8>>)> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000);
+        match (self, node) {
+            (Conn::Cluster(c), Some(node)) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: node.host.clone(),
+                    port: node.port,
+                });
+                let v = c.clone().route_command(&cmd, routing).await?;
+                redis::from_redis_value(&v)
+            }
+            _ => cmd.query_async(&mut self.clone()).await,
+        }
+    }
+}
+
+/// Redis Cluster's slot of `key`: CRC16 (XMODEM) of the key, or of the part
+/// between its first `{` and the next `}` when that part is not empty.
+pub fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16_xmodem(hashed) % 16384
+}
+
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis_cluster() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31c3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
+        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        assert_eq!(slot(b"foo{bar}{zap}"), slot(b"bar"));
+    }
+}
