@@ -8,6 +8,8 @@ set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+# promtool (lints /metrics, checks deploy/prometheus rules in the tests).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 py=${PYTHON:-$(command -v python3.11 || command -v python3 || true)}
 if [ -z "$py" ]; then
   need+=(python3 python3-venv python3-pip)

@@ -1,271 +1,541 @@
-//! Run metrics, rendered in the Prometheus text format.
+//! Metrics, exposed in the Prometheus text format (0.0.4) through
+//! `prometheus-client`, named by Prometheus conventions.
 //!
-//! Promises: every finished run is counted by view and outcome, with rows
-//! read / written / stale, warehouse statements sent, skips by reason, and
-//! its duration in a histogram; per-view watermark and freshness lag (now -
-//! watermark, computed at scrape time) are exported as gauges. Label values
-//! are escaped. Assumes a few hundred views at most: everything sits behind
-//! one mutex.
+//! Promises:
+//! - one unit per metric, in its name: counters end in `_total`, durations in
+//!   `_seconds`, unix times in `_timestamp_seconds`; what a count counts is in
+//!   the name too: warehouse *rows* (read, skipped whole) versus Redis
+//!   *entities* (profiles written, or left alone as stale) versus field
+//!   *values* (written as Feast nulls);
+//! - every finished run is counted by view and outcome (`ok` or the
+//!   [`RunError::kind`](crate::sync::RunError::kind)), with its rows, entities,
+//!   warehouse statements, skips by reason and duration; per view, the
+//!   watermark and the last success as unix times, the interval it is
+//!   scheduled at, the failed runs in a row, and the freshness lag (now minus
+//!   watermark, computed at scrape time so it grows while nothing runs);
+//! - process-wide, whichever [`Metrics`] renders them: `materializer_build_info`,
+//!   HTTP request durations by route template and status ([`observe_http`]),
+//!   and the latency of store writes by view ([`observe_store_write`]);
+//! - label values are escaped by the encoder, and only view names, outcome and
+//!   skip-reason words, route templates and status codes become labels: never a
+//!   raw request path, entity, value or secret, so series stay bounded by the
+//!   registered views and the API's routes.
+//!
+//! Assumes a few hundred views at most (every view has a few dozen series),
+//! and that a deleted view's counters may stay until restart: a counter never
+//! goes backwards within a process, so only its gauges are dropped ([`Metrics::forget`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
 
-use crate::model::ViewId;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::model::View;
 use crate::profiles::RunRecord;
 use crate::time::Nanos;
+use crate::warehouse::decode::SkipReason;
 
-/// Upper bounds (seconds) of the run duration histogram.
-const BUCKETS: [f64; 11] = [
+/// Upper bounds (seconds) of the run duration histogram: runs take from a
+/// fraction of a second (an incremental window) to many minutes (a full read).
+const RUN_BUCKETS: [f64; 11] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// HTTP requests: reads answer in about a millisecond, and past
+/// `api.request_timeout` (30 s by default) a request is answered 503. Few
+/// buckets, since every route and status has its own series.
+const HTTP_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
+
+/// One store write is a part of a page (up to 8,192 entities, in script calls
+/// of `sync.write_batch` each, about a millisecond per call on an idle Redis).
+const STORE_WRITE_BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+/// Skip reasons that drop a whole warehouse row; every other reason is one
+/// field value written as Feast's null while the rest of the row lands.
+const ROW_SKIPS: [SkipReason; 3] = [
+    SkipReason::NullEntity,
+    SkipReason::NullTimestamp,
+    SkipReason::TimestampOutOfRange,
+];
+
+/// The `route` label of requests that matched no route.
+pub const OTHER_ROUTE: &str = "other";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViewLabel {
+    view: String,
 }
 
-#[derive(Default)]
-struct Inner {
-    runs: BTreeMap<(String, String), u64>,
-    rows_read: BTreeMap<String, u64>,
-    rows_written: BTreeMap<String, u64>,
-    rows_stale: BTreeMap<String, u64>,
-    statements: BTreeMap<String, u64>,
-    skipped: BTreeMap<(String, String), u64>,
-    durations: BTreeMap<String, Histogram>,
-    watermark: BTreeMap<String, Nanos>,
-    last_success: BTreeMap<String, Nanos>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    view: String,
+    outcome: String,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    view: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    status: u16,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// What belongs to the process rather than to one runner: the API and the
+/// store are reached from places that hold no [`Metrics`].
+struct Process {
+    http: Histograms<HttpLabels>,
+    store_write: Histograms<ViewLabel>,
+}
+
+static PROCESS: LazyLock<Process> = LazyLock::new(|| Process {
+    http: Family::new_with_constructor(|| Histogram::new(HTTP_BUCKETS)),
+    store_write: Family::new_with_constructor(|| Histogram::new(STORE_WRITE_BUCKETS)),
+});
+
+/// Records one answered HTTP request. `route` is the matched route template
+/// (`/api/v1/registry/views/{name}`), never the raw path; `None`, or the
+/// catch-all a nested router's fallback gets, counts as [`OTHER_ROUTE`].
+pub fn observe_http(route: Option<&str>, status: u16, seconds: f64) {
+    // axum matches a nested router's fallback with a private wildcard route:
+    // as a label it would only say "unknown route", in axum's words.
+    let route = route
+        .filter(|r| !r.contains("__private__"))
+        .unwrap_or(OTHER_ROUTE);
+    PROCESS
+        .http
+        .get_or_create(&HttpLabels {
+            route: route.to_string(),
+            status,
+        })
+        .observe(seconds);
+}
+
+/// Records how long one write to the Profiles Store took for `view`
+/// (`name:version`, as [`crate::model::ViewId`] displays).
+pub fn observe_store_write(view: &str, seconds: f64) {
+    PROCESS
+        .store_write
+        .get_or_create(&ViewLabel {
+            view: view.to_string(),
+        })
+        .observe(seconds);
+}
+
+/// The run metrics of one runner, and the registry `/metrics` renders.
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    /// Used for views without a `refresh_rate` (`scheduler.interval`).
+    default_interval: Duration,
+    runs: Family<OutcomeLabels, Counter>,
+    rows_read: Family<ViewLabel, Counter>,
+    rows_skipped: Family<ReasonLabels, Counter>,
+    values_skipped: Family<ReasonLabels, Counter>,
+    entities_written: Family<ViewLabel, Counter>,
+    entities_stale: Family<ViewLabel, Counter>,
+    statements: Family<ViewLabel, Counter>,
+    run_duration: Histograms<ViewLabel>,
+    watermark: Family<ViewLabel, Seconds>,
+    last_success: Family<ViewLabel, Seconds>,
+    interval: Family<ViewLabel, Seconds>,
+    failed_in_a_row: Family<ViewLabel, Gauge>,
+    freshness_lag: Family<ViewLabel, Seconds>,
+    /// Watermarks (nanoseconds) the lag is computed from at scrape time; its
+    /// lock also orders [`Metrics::forget`] against a render, so a scrape
+    /// cannot bring a forgotten view's lag back.
+    watermarks: Mutex<BTreeMap<String, Nanos>>,
 }
 
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(crate::config::SchedulerConfig::default().interval)
+    }
 }
 
 impl Metrics {
-    /// Counts one finished run. `outcome` is `ok` or the error kind.
+    /// `default_interval` is `scheduler.interval`, the period of views without
+    /// a `refresh_rate`.
+    pub fn new(default_interval: Duration) -> Self {
+        let mut registry = Registry::default();
+        // `prometheus-client` appends `_total` to counter names, the
+        // `_info` suffix and the help text's final period.
+        let runs = Family::default();
+        registry.register(
+            "materializer_runs",
+            "Finished sync runs, by view and outcome (ok, or the error kind: permanent, retryable, interrupted, superseded)",
+            runs.clone(),
+        );
+        let rows_read = Family::default();
+        registry.register(
+            "materializer_rows_read",
+            "Rows read from the warehouse table",
+            rows_read.clone(),
+        );
+        let rows_skipped = Family::default();
+        registry.register(
+            "materializer_rows_skipped",
+            "Warehouse rows left out, by reason (null_entity, null_timestamp, timestamp_out_of_range)",
+            rows_skipped.clone(),
+        );
+        let values_skipped = Family::default();
+        registry.register(
+            "materializer_values_skipped",
+            "Field values written as Feast nulls because they do not fit the field type, by reason",
+            values_skipped.clone(),
+        );
+        let entities_written = Family::default();
+        registry.register(
+            "materializer_entities_written",
+            "Entity profiles written to Redis (the latest row of each entity in a page)",
+            entities_written.clone(),
+        );
+        let entities_stale = Family::default();
+        registry.register(
+            "materializer_entities_stale",
+            "Entity profiles not written because Redis held a newer timestamp",
+            entities_stale.clone(),
+        );
+        let statements = Family::default();
+        registry.register(
+            "materializer_warehouse_statements",
+            "Statements sent to the warehouse by sync runs",
+            statements.clone(),
+        );
+        let run_duration: Histograms<ViewLabel> =
+            Family::new_with_constructor(|| Histogram::new(RUN_BUCKETS));
+        registry.register(
+            "materializer_run_duration_seconds",
+            "Duration of finished sync runs",
+            run_duration.clone(),
+        );
+        let watermark = Family::default();
+        registry.register(
+            "materializer_watermark_timestamp_seconds",
+            "The view's watermark (greatest row timestamp committed), unix time",
+            watermark.clone(),
+        );
+        let last_success = Family::default();
+        registry.register(
+            "materializer_last_success_timestamp_seconds",
+            "When the view's last successful run finished, unix time",
+            last_success.clone(),
+        );
+        let interval = Family::default();
+        registry.register(
+            "materializer_view_interval_seconds",
+            "The period the view is synced at (its refresh_rate, else scheduler.interval)",
+            interval.clone(),
+        );
+        let failed_in_a_row = Family::default();
+        registry.register(
+            "materializer_consecutive_failed_runs",
+            "Runs of the view that failed (permanent or retryable) since its last success",
+            failed_in_a_row.clone(),
+        );
+        let freshness_lag = Family::default();
+        registry.register(
+            "materializer_freshness_lag_seconds",
+            "Now minus the view's watermark, at scrape time",
+            freshness_lag.clone(),
+        );
+        registry.register(
+            "materializer_build",
+            "The running build; the value is always 1",
+            Info::new(vec![(
+                "version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            )]),
+        );
+        registry.register(
+            "materializer_http_request_duration_seconds",
+            "HTTP requests answered, by route template (other: no route matched) and status",
+            PROCESS.http.clone(),
+        );
+        registry.register(
+            "materializer_store_write_duration_seconds",
+            "Duration of writes to the Profiles Store (a part of a page, as newest-wins script calls), by view",
+            PROCESS.store_write.clone(),
+        );
+        Metrics {
+            registry,
+            default_interval,
+            runs,
+            rows_read,
+            rows_skipped,
+            values_skipped,
+            entities_written,
+            entities_stale,
+            statements,
+            run_duration,
+            watermark,
+            last_success,
+            interval,
+            failed_in_a_row,
+            freshness_lag,
+            watermarks: Mutex::default(),
+        }
+    }
+
+    /// Counts one finished run of `view`. `outcome` is `ok` or the error
+    /// kind; `watermark` is the view's watermark after the run.
     pub fn record_run(
         &self,
-        id: &ViewId,
+        view: &View,
         rec: &RunRecord,
         outcome: &str,
         watermark: Option<Nanos>,
     ) {
-        let view = id.to_string();
-        let mut m = self.inner.lock().expect("metrics lock");
-        *m.runs
-            .entry((view.clone(), outcome.to_string()))
-            .or_default() += 1;
-        *m.rows_read.entry(view.clone()).or_default() += rec.rows_read;
-        *m.rows_written.entry(view.clone()).or_default() += rec.rows_written;
-        *m.rows_stale.entry(view.clone()).or_default() += rec.rows_stale;
-        *m.statements.entry(view.clone()).or_default() += rec.statements;
+        let name = view.id().to_string();
+        let label = ViewLabel { view: name.clone() };
+        self.runs
+            .get_or_create(&OutcomeLabels {
+                view: name.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.rows_read.get_or_create(&label).inc_by(rec.rows_read);
+        self.entities_written
+            .get_or_create(&label)
+            .inc_by(rec.rows_written);
+        self.entities_stale
+            .get_or_create(&label)
+            .inc_by(rec.rows_stale);
+        self.statements.get_or_create(&label).inc_by(rec.statements);
         for (reason, n) in &rec.skipped {
-            *m.skipped.entry((view.clone(), reason.clone())).or_default() += n;
+            let family = if ROW_SKIPS.iter().any(|r| r.as_str() == reason) {
+                &self.rows_skipped
+            } else {
+                &self.values_skipped
+            };
+            family
+                .get_or_create(&ReasonLabels {
+                    view: name.clone(),
+                    reason: reason.clone(),
+                })
+                .inc_by(*n);
         }
-        let secs = rec.duration_ms as f64 / 1000.0;
-        let h = m.durations.entry(view.clone()).or_default();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
+        self.run_duration
+            .get_or_create(&label)
+            .observe(rec.duration_ms as f64 / 1000.0);
+        let interval = view.refresh_rate().unwrap_or(self.default_interval);
+        self.interval
+            .get_or_create(&label)
+            .set(interval.as_secs_f64());
+        let failed = self.failed_in_a_row.get_or_create(&label);
+        match outcome {
+            "ok" => {
+                failed.set(0);
+                self.last_success
+                    .get_or_create(&label)
+                    .set(seconds(crate::time::now()));
             }
+            // A reshape, a shutdown or another replica's lease says nothing
+            // about the view's health.
+            "permanent" | "retryable" => {
+                failed.inc();
+            }
+            _ => {}
         }
-        h.sum += secs;
-        h.count += 1;
+        let mut marks = self.watermarks.lock().expect("metrics lock");
         if let Some(w) = watermark {
-            m.watermark.insert(view.clone(), w);
-        }
-        if outcome == "ok" {
-            m.last_success.insert(view, crate::time::now());
+            self.watermark.get_or_create(&label).set(seconds(w));
+            marks.insert(name, w);
         }
     }
 
-    /// Drops a deleted view's gauges; its counters stay until restart, as
-    /// counters should (a scrape never sees one go backwards).
-    pub fn forget(&self, id: &ViewId) {
-        let view = id.to_string();
-        let mut m = self.inner.lock().expect("metrics lock");
-        m.watermark.remove(&view);
-        m.last_success.remove(&view);
-    }
-
-    pub fn render(&self) -> String {
-        let m = self.inner.lock().expect("metrics lock");
-        let now = crate::time::now();
-        let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            name.to_string()
+    /// Drops a deleted view's gauges; its counters and histograms stay until
+    /// restart, as counters should (a scrape never sees one go backwards).
+    pub fn forget(&self, id: &crate::model::ViewId) {
+        let label = ViewLabel {
+            view: id.to_string(),
         };
-        let _ = family(
-            "materializer_runs_total",
-            "counter",
-            "Finished sync runs by view and outcome.",
-        );
-        let mut body = String::new();
-        for ((v, o), n) in &m.runs {
-            let _ = writeln!(
-                body,
-                "materializer_runs_total{{view=\"{}\",outcome=\"{}\"}} {n}",
-                esc(v),
-                esc(o)
-            );
-        }
-        out.push_str(&body);
-        for (name, help, map) in [
-            (
-                "materializer_rows_read_total",
-                "Rows read from the warehouse.",
-                &m.rows_read,
-            ),
-            (
-                "materializer_rows_written_total",
-                "Entity profiles written to Redis.",
-                &m.rows_written,
-            ),
-            (
-                "materializer_rows_stale_total",
-                "Entity rows not written because Redis held a newer timestamp.",
-                &m.rows_stale,
-            ),
-            (
-                "materializer_warehouse_statements_total",
-                "Statements sent to the warehouse by sync runs.",
-                &m.statements,
-            ),
+        let mut marks = self.watermarks.lock().expect("metrics lock");
+        marks.remove(&label.view);
+        for family in [
+            &self.watermark,
+            &self.last_success,
+            &self.interval,
+            &self.freshness_lag,
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (v, n) in map {
-                let _ = writeln!(out, "{name}{{view=\"{}\"}} {n}", esc(v));
-            }
+            family.remove(&label);
         }
-        let _ = writeln!(
-            out,
-            "# HELP materializer_rows_skipped_total Rows or fields skipped, by reason.\n# TYPE materializer_rows_skipped_total counter"
-        );
-        for ((v, r), n) in &m.skipped {
-            let _ = writeln!(
-                out,
-                "materializer_rows_skipped_total{{view=\"{}\",reason=\"{}\"}} {n}",
-                esc(v),
-                esc(r)
-            );
+        self.failed_in_a_row.remove(&label);
+    }
+
+    /// The exposition, in the Prometheus text format (0.0.4), which is what
+    /// `/metrics` declares as its content type.
+    pub fn render(&self) -> String {
+        let marks = self.watermarks.lock().expect("metrics lock");
+        let now = crate::time::now();
+        for (view, w) in marks.iter() {
+            self.freshness_lag
+                .get_or_create(&ViewLabel { view: view.clone() })
+                .set(seconds(now.saturating_sub(*w)));
         }
-        let _ = writeln!(
-            out,
-            "# HELP materializer_run_duration_seconds Duration of sync runs.\n# TYPE materializer_run_duration_seconds histogram"
-        );
-        for (v, h) in &m.durations {
-            let v = esc(v);
-            for (b, c) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "materializer_run_duration_seconds_bucket{{view=\"{v}\",le=\"{b}\"}} {c}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "materializer_run_duration_seconds_bucket{{view=\"{v}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "materializer_run_duration_seconds_sum{{view=\"{v}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "materializer_run_duration_seconds_count{{view=\"{v}\"}} {}",
-                h.count
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP materializer_watermark_seconds Watermark of each view, seconds since the epoch.\n# TYPE materializer_watermark_seconds gauge"
-        );
-        for (v, w) in &m.watermark {
-            let _ = writeln!(
-                out,
-                "materializer_watermark_seconds{{view=\"{}\"}} {}",
-                esc(v),
-                *w as f64 / 1e9
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP materializer_freshness_lag_seconds Now minus the view's watermark.\n# TYPE materializer_freshness_lag_seconds gauge"
-        );
-        for (v, w) in &m.watermark {
-            let _ = writeln!(
-                out,
-                "materializer_freshness_lag_seconds{{view=\"{}\"}} {}",
-                esc(v),
-                (now - w) as f64 / 1e9
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP materializer_last_success_age_seconds Seconds since the view's last successful run.\n# TYPE materializer_last_success_age_seconds gauge"
-        );
-        for (v, t) in &m.last_success {
-            let _ = writeln!(
-                out,
-                "materializer_last_success_age_seconds{{view=\"{}\"}} {}",
-                esc(v),
-                (now - t) as f64 / 1e9
-            );
-        }
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
+}
+
+fn seconds(nanos: Nanos) -> f64 {
+    nanos as f64 / 1e9
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn view(name: &str) -> View {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "version": 1, "entity": {"name": "domain_userid"},
+            "batch_source": {"name": "src", "timestamp_field": "UPDATED_AT",
+                "database": "D", "schema": "S", "table": "T"},
+            "online": true, "offline": true, "refresh_rate": "PT1M",
+            "fields": [{"name": "N", "type": "int32"}],
+        }))
+        .expect("a valid view")
+    }
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{text}"))
+    }
+
     #[test]
-    fn a_run_shows_up_in_every_family() {
-        let m = Metrics::default();
-        let id = ViewId {
-            name: "v\"x".into(),
-            version: 1,
-        };
+    fn a_run_shows_up_under_conventional_names_with_escaped_labels() {
+        let m = Metrics::new(Duration::from_secs(300));
+        let v = view("v\"x");
         let rec = RunRecord {
             rows_read: 5,
             rows_written: 3,
+            rows_stale: 1,
             statements: 4,
             duration_ms: 700,
-            skipped: [("overflow".to_string(), 2)].into_iter().collect(),
+            skipped: [("overflow".to_string(), 2), ("null_entity".to_string(), 1)]
+                .into_iter()
+                .collect(),
             ..RunRecord::default()
         };
-        m.record_run(&id, &rec, "ok", Some(1_000_000_000));
+        m.record_run(&v, &rec, "ok", Some(1_000_000_000));
+        let text = m.render();
+        let l = r#"{view="v\"x:1"}"#;
+        for (series, value) in [
+            (
+                r#"materializer_runs_total{view="v\"x:1",outcome="ok"}"#.to_string(),
+                "1",
+            ),
+            (format!("materializer_rows_read_total{l}"), "5"),
+            (format!("materializer_entities_written_total{l}"), "3"),
+            (format!("materializer_entities_stale_total{l}"), "1"),
+            (format!("materializer_warehouse_statements_total{l}"), "4"),
+            (
+                r#"materializer_values_skipped_total{view="v\"x:1",reason="overflow"}"#.into(),
+                "2",
+            ),
+            (
+                r#"materializer_rows_skipped_total{view="v\"x:1",reason="null_entity"}"#.into(),
+                "1",
+            ),
+            (
+                r#"materializer_run_duration_seconds_bucket{view="v\"x:1",le="1"}"#.into(),
+                "1",
+            ),
+            (
+                r#"materializer_run_duration_seconds_bucket{view="v\"x:1",le="0.5"}"#.into(),
+                "0",
+            ),
+            (
+                format!("materializer_watermark_timestamp_seconds{l}"),
+                "1.0",
+            ),
+            (format!("materializer_view_interval_seconds{l}"), "60.0"),
+            (format!("materializer_consecutive_failed_runs{l}"), "0"),
+        ] {
+            assert_eq!(
+                line(&text, &format!("{series} ")),
+                format!("{series} {value}")
+            );
+        }
+        assert!(text.contains(&format!(
+            "materializer_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        let lag: f64 = line(&text, "materializer_freshness_lag_seconds{")
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(lag > 1.0e9, "now minus 1970-01-01T00:00:01Z: {lag}");
+    }
+
+    #[test]
+    fn failures_count_in_a_row_until_a_success_and_forget_drops_gauges_only() {
+        let m = Metrics::default();
+        let v = view("f");
+        for outcome in ["retryable", "permanent", "superseded"] {
+            m.record_run(&v, &RunRecord::default(), outcome, Some(5_000_000_000));
+        }
         let text = m.render();
         assert!(
-            text.contains(r#"materializer_runs_total{view="v\"x:1",outcome="ok"} 1"#),
+            text.contains("materializer_consecutive_failed_runs{view=\"f:1\"} 2\n"),
             "{text}"
         );
-        assert!(
-            text.contains(r#"materializer_rows_skipped_total{view="v\"x:1",reason="overflow"} 2"#)
+        m.forget(&v.id());
+        let text = m.render();
+        for gone in [
+            "materializer_consecutive_failed_runs{",
+            "materializer_freshness_lag_seconds{",
+            "materializer_watermark_timestamp_seconds{",
+            "materializer_view_interval_seconds{",
+        ] {
+            assert!(!text.contains(gone), "{gone} stays:\n{text}");
+        }
+        assert!(text.contains("materializer_runs_total{view=\"f:1\",outcome=\"retryable\"} 1\n"));
+    }
+
+    #[test]
+    fn http_routes_are_templates_and_unknown_ones_are_other() {
+        observe_http(Some("/api/v1/registry/views/{name}"), 200, 0.002);
+        // 418: no other test of this binary answers it.
+        observe_http(None, 418, 0.001);
+        observe_http(
+            Some("/api/v1/{*__private__axum_nest_tail_param}"),
+            418,
+            0.001,
         );
+        observe_store_write("w:1", 0.003);
+        let text = Metrics::default().render();
+        assert!(text.contains(
+            "materializer_http_request_duration_seconds_count{route=\"/api/v1/registry/views/{name}\",status=\"200\"} "
+        ), "{text}");
+        assert!(text.contains(
+            "materializer_http_request_duration_seconds_count{route=\"other\",status=\"418\"} 2\n"
+        ), "{text}");
         assert!(
-            text.contains(r#"materializer_warehouse_statements_total{view="v\"x:1"} 4"#),
+            text.contains(
+                "materializer_store_write_duration_seconds_bucket{view=\"w:1\",le=\"0.005\"} 1\n"
+            ),
             "{text}"
         );
-        assert!(
-            text.contains(r#"materializer_run_duration_seconds_bucket{view="v\"x:1",le="1"} 1"#)
-        );
-        assert!(
-            text.contains(r#"materializer_run_duration_seconds_bucket{view="v\"x:1",le="0.5"} 0"#)
-        );
-        assert!(text.contains(r#"materializer_watermark_seconds{view="v\"x:1"} 1"#));
     }
 }

@@ -84,7 +84,7 @@ pub fn runner(loaded: &Loaded, store: ProfileStore) -> Result<Runner> {
         store,
         config: loaded.config.sync.clone(),
         replica: replica_name(),
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(Metrics::new(loaded.config.scheduler.interval)),
     })
 }
 

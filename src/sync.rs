@@ -415,7 +415,7 @@ impl Runner {
             Err(e) => e.kind(),
         };
         let watermark = self.store.watermark(&id).await.ok().flatten();
-        self.metrics.record_run(&id, &rec, label, watermark);
+        self.metrics.record_run(view, &rec, label, watermark);
         (rec, outcome)
     }
 
@@ -568,7 +568,7 @@ impl Runner {
         // Redis runs one part of a page while this task encodes the next: the
         // writer is its own task, so its replies are taken while decoding runs.
         let (wtx, wrx) = tokio::sync::mpsc::channel::<PagePart>(1);
-        let writer = tokio::spawn(write_pages(self.store.clone(), wrx));
+        let writer = tokio::spawn(write_pages(self.store.clone(), id.to_string(), wrx));
         let consume = async {
             // Owning the receiver means an early return drops it, which ends
             // the producer's pending send instead of leaving it blocked; owning
@@ -646,6 +646,7 @@ impl Runner {
         }
 
         let next = next_watermark(watermark, tally.greatest_not_future, warehouse_now);
+        self.store.confirm_writes_replicated().await?;
         crate::failpoints::hit("before_watermark_commit").await;
         let commit = self
             .store
@@ -855,11 +856,15 @@ struct Written {
 /// closes; stops at the first failed part (its rows count as unwritten).
 async fn write_pages(
     store: ProfileStore,
+    view: String,
     mut parts: tokio::sync::mpsc::Receiver<PagePart>,
 ) -> Result<Written, RunError> {
     let mut done = Written::default();
     while let Some(part) = parts.recv().await {
-        let out = store.send(part.write).await?;
+        let started = std::time::Instant::now();
+        let out = store.send(part.write).await;
+        crate::metrics::observe_store_write(&view, started.elapsed().as_secs_f64());
+        let out = out?;
         done.written += out.written;
         done.stale += out.stale;
         if part.last_of_page {

@@ -3,7 +3,8 @@
 //! with `scripts/test.sh --test main sync_e2e`, one test with its full name.
 //!
 //! - `tests/support/` starts the servers the tests need (a throwaway
-//!   `redis-server`, the Snowflake-protocol server: fakesnow behind
+//!   `redis-server` or `valkey-server`, a Redis Cluster, Redis with Sentinel,
+//!   the Snowflake-protocol server: fakesnow behind
 //!   `snowflake_server.py`) and holds the Python helpers (Feast, Signals SDKs).
 //! - `tests/main/fixtures/` is what tests build on: the config template, a
 //!   world per warehouse kind (Snowflake, Parquet), the daemon guard.
@@ -28,6 +29,8 @@ mod contract_holes;
 mod contract_random;
 #[path = "main/harness_smoke.rs"]
 mod harness_smoke;
+#[path = "main/metrics_e2e.rs"]
+mod metrics_e2e;
 #[path = "main/ntz_time_zone_e2e.rs"]
 mod ntz_time_zone_e2e;
 #[path = "main/parquet_e2e.rs"]
@@ -42,6 +45,8 @@ mod snowflake_keyset_e2e;
 mod snowflake_long_statements;
 #[path = "main/snowflake_streaming.rs"]
 mod snowflake_streaming;
+#[path = "main/store_kinds.rs"]
+mod store_kinds;
 #[path = "main/sync_e2e.rs"]
 mod sync_e2e;
 #[path = "main/type_matrix.rs"]

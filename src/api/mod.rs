@@ -550,7 +550,14 @@ async fn within_request_timeout(
     next: Next,
 ) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    match tokio::time::timeout(limit, next.run(req)).await {
+    // Outermost, so timed-out requests are measured too; by route template,
+    // never the raw path, so the series stay bounded.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let started = Instant::now();
+    let resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => {
             tracing::warn!(%method, %path, status = 503, "http request timed out");
@@ -563,7 +570,13 @@ async fn within_request_timeout(
             )
             .into_response()
         }
-    }
+    };
+    crate::metrics::observe_http(
+        route.as_deref(),
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
 }
 
 /// hyper's header-read timer for one connection. hyper (1.x) starts it when

@@ -12,7 +12,9 @@
 //! - [`slot`] is Redis Cluster's key slot (CRC16 of the key, or of its
 //!   `{hash tag}`), so callers can group keys that one call may touch together;
 //! - [`Conn::primaries`] and [`Conn::scan`] reach every primary, for passes
-//!   over all keys (a `SCAN` on one node of a cluster sees only that node's).
+//!   over all keys (a `SCAN` on one node of a cluster sees only that node's);
+//! - [`Conn::wait_for_replicas`] confirms that writes reached a replica of
+//!   each primary of a cluster.
 //!
 //! Assumes: a multi-key call on a cluster touches one slot (Redis refuses
 //! others with `CROSSSLOT`), which callers ensure with [`slot`].
@@ -206,11 +208,13 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// A primary of a cluster, by the address the cluster announces.
+/// A primary of a cluster, by the address the cluster announces, and how
+/// many healthy replicas it has.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Node {
     pub host: String,
     pub port: u16,
+    pub replicas: usize,
 }
 
 impl Conn {
@@ -236,12 +240,52 @@ impl Conn {
             if let (Some(host), Some(port)) = (primary.first(), primary.get(1)) {
                 let host: String = redis::from_redis_value(host)?;
                 let port: u16 = redis::from_redis_value(port)?;
-                nodes.push(Node { host, port });
+                // Failed replicas are not listed.
+                let replicas = parts.len().saturating_sub(3);
+                nodes.push(Node {
+                    host,
+                    port,
+                    replicas,
+                });
             }
         }
         nodes.sort();
         nodes.dedup();
         Ok(nodes)
+    }
+
+    /// Runs `cmd` on `node` of a cluster (`None`, or not a cluster: the only node).
+    async fn on_node(&self, node: Option<&Node>, cmd: &Cmd) -> redis::RedisResult<Value> {
+        match (self, node) {
+            (Conn::Cluster(c), Some(node)) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: node.host.clone(),
+                    port: node.port,
+                });
+                c.clone().route_command(cmd, routing).await
+            }
+            _ => cmd.query_async(&mut self.clone()).await,
+        }
+    }
+
+    /// Waits until what this connection wrote to each primary of a cluster
+    /// reached at least one of its replicas (`WAIT`), so that a failover to
+    /// a replica cannot lose writes that a later commit (on another node)
+    /// counts as done. The names of primaries that did not confirm in time.
+    pub async fn wait_for_replicas(&self, timeout: Duration) -> redis::RedisResult<Vec<String>> {
+        let mut late = Vec::new();
+        for node in self.primaries().await? {
+            if node.replicas == 0 {
+                continue;
+            }
+            let mut cmd = redis::cmd("WAIT");
+            cmd.arg(1).arg(timeout.as_millis() as u64);
+            let acked: i64 = redis::from_redis_value(&self.on_node(Some(&node), &cmd).await?)?;
+            if acked < 1 {
+                late.push(format!("{}:{}", node.host, node.port));
+            }
+        }
+        Ok(late)
     }
 
     /// One step of `SCAN` on `node` (`None`: the only node): the next cursor
@@ -258,17 +302,7 @@ impl Conn {
             .arg(pattern)
             .arg("COUNT")
             .arg(1000);
-        match (self, node) {
-            (Conn::Cluster(c), Some(node)) => {
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                    host: node.host.clone(),
-                    port: node.port,
-                });
-                let v = c.clone().route_command(&cmd, routing).await?;
-                redis::from_redis_value(&v)
-            }
-            _ => cmd.query_async(&mut self.clone()).await,
-        }
+        redis::from_redis_value(&self.on_node(node, &cmd).await?)
     }
 }
 

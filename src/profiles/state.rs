@@ -510,6 +510,26 @@ impl ProfileStore {
             .collect())
     }
 
+    /// On a cluster, makes sure the run's profile writes reached a replica of
+    /// every primary before its watermark (on another node) commits them: a
+    /// failover to a replica must not lose rows that the watermark has
+    /// passed. One primary holds the state and the profiles otherwise, and
+    /// replicates them in order, so a lagging replica loses the commit with
+    /// the writes (and the run is repeated).
+    pub async fn confirm_writes_replicated(&self) -> Result<()> {
+        if !self.conn.is_cluster() {
+            return Ok(());
+        }
+        let late = self.conn.wait_for_replicas(Duration::from_secs(5)).await?;
+        if late.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!(
+            "writes not confirmed by a replica within 5 s on {}; the run is not committed",
+            late.join(", ")
+        )))
+    }
+
     /// Ends a run: if `lease_token` still holds the view's lease and the view's
     /// revision is still `revision`, moves the watermark to `watermark` (when
     /// given), records a full read that started at `full_read_at` (when given)

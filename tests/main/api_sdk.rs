@@ -394,7 +394,7 @@ async fn wrong_token_is_401_and_the_operational_endpoints_work() {
     let metrics = metrics.as_str().unwrap();
     for family in [
         format!(r#"materializer_runs_total{{view="{VIEW}:1",outcome="ok"}} "#),
-        format!(r#"materializer_rows_written_total{{view="{VIEW}:1"}} 1"#),
+        format!(r#"materializer_entities_written_total{{view="{VIEW}:1"}} 1"#),
         format!(r#"materializer_run_duration_seconds_count{{view="{VIEW}:1"}}"#),
         format!(r#"materializer_freshness_lag_seconds{{view="{VIEW}:1"}}"#),
     ] {

