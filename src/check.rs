@@ -13,8 +13,9 @@ use crate::registry;
 use crate::startup;
 use crate::sync;
 
-/// One thing checked, and whether it is fine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One thing checked, and whether it is fine. `check --json` prints these
+/// fields as they are named here.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     pub ok: bool,
     /// What was checked: `config PATH`, `redis URL`, `view file`, `warehouse`,
@@ -50,6 +51,15 @@ impl fmt::Display for Finding {
         }
         Ok(())
     }
+}
+
+/// What `check --json` prints: `ok` (every finding fine, the exit code's
+/// verdict) and every finding in the order made, `{ok, subject, detail}`.
+pub fn report(findings: &[Finding]) -> serde_json::Value {
+    serde_json::json!({
+        "ok": findings.iter().all(|f| f.ok),
+        "findings": findings,
+    })
 }
 
 /// Runs every check; the findings in the order they were made.

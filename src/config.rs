@@ -55,6 +55,9 @@ pub struct ApiConfig {
     /// Bearer tokens accepted on `/api/v1/*`; any one of them will do.
     #[serde(deserialize_with = "secret_list")]
     pub tokens: Vec<Secret>,
+    /// A file of bearer tokens, one per line (blank lines and lines starting
+    /// with `#` ignored), read at load into `tokens`; excludes `tokens`.
+    pub tokens_file: Option<PathBuf>,
     /// Connections served at once; more wait in the listen backlog (they hold
     /// no descriptor of ours), so the API can never starve the sync of them.
     #[serde(deserialize_with = "lenient_usize")]
@@ -81,6 +84,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: None,
             tokens: Vec::new(),
+            tokens_file: None,
             max_connections: 512,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -125,7 +129,17 @@ pub struct SchedulerConfig {
     pub retry_initial: Duration,
     #[serde(with = "duration")]
     pub retry_max: Duration,
+    /// `/healthz` fails once the scheduler loop has not gone round for this
+    /// long. It goes round at least every few seconds, but one round can wait
+    /// on Redis (each call up to 30 s), so the default leaves room for that.
+    #[serde(with = "duration")]
+    pub stall_after: Duration,
 }
+
+/// Bounds of `scheduler.stall_after`: above the loop's longest quiet round
+/// (it re-reads the registry every 5 s), at most an hour.
+pub const STALL_AFTER_MIN: Duration = Duration::from_secs(10);
+pub const STALL_AFTER_MAX: Duration = Duration::from_secs(3600);
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -135,6 +149,7 @@ impl Default for SchedulerConfig {
             shutdown_grace: Duration::from_secs(30),
             retry_initial: Duration::from_secs(10),
             retry_max: Duration::from_secs(300),
+            stall_after: Duration::from_secs(120),
         }
     }
 }
@@ -162,7 +177,13 @@ pub struct SyncConfig {
     /// arrived later than the lookback. Newest-wins keeps it safe.
     #[serde(with = "opt_duration")]
     pub full_resync_every: Option<Duration>,
+    /// Finished runs kept per view (`status --json`, the sync-status route).
+    #[serde(deserialize_with = "lenient_usize")]
+    pub run_history: usize,
 }
+
+/// Most finished runs kept per view: each is a small JSON record in Redis.
+pub const RUN_HISTORY_MAX: usize = 1000;
 
 impl Default for SyncConfig {
     fn default() -> Self {
@@ -174,6 +195,7 @@ impl Default for SyncConfig {
             write_batch: 200,
             lease_ttl: Duration::from_secs(60),
             full_resync_every: None,
+            run_history: 20,
         }
     }
 }
@@ -466,6 +488,9 @@ pub struct ProfilesConfig {
     pub redis_type: RedisType,
     /// One Redis; a seed node of a cluster; a sentinel.
     pub redis_url: RedisUrl,
+    /// A file holding `redis_url` (surrounding whitespace trimmed), read at
+    /// load into `redis_url`; excludes `redis_url`.
+    pub redis_url_file: Option<PathBuf>,
     /// Further cluster seeds or sentinels, tried after `redis_url`.
     pub redis_nodes: Vec<RedisUrl>,
     /// The master's name the sentinels monitor (`redis_sentinel` only).
@@ -508,7 +533,9 @@ impl ProfilesConfig {
             bail!("profiles.state_prefix: must not contain `{{` or `}}`");
         }
         for (i, url) in self.redis_urls().enumerate() {
-            let key = if i == 0 {
+            let key = if i == 0 && self.redis_url_file.is_some() {
+                "profiles.redis_url_file".to_string()
+            } else if i == 0 {
                 "profiles.redis_url".to_string()
             } else {
                 format!("profiles.redis_nodes[{}]", i - 1)
@@ -556,6 +583,7 @@ impl Default for ProfilesConfig {
         ProfilesConfig {
             redis_type: RedisType::Redis,
             redis_url: RedisUrl("redis://127.0.0.1:6379".into()),
+            redis_url_file: None,
             redis_nodes: Vec::new(),
             sentinel_master: None,
             project: "signals".into(),
@@ -841,6 +869,10 @@ impl Config {
             e => anyhow::anyhow!("{shown}: {}", one_line(&e)),
         })?;
 
+        // Whether the inline key of a secret that may come from a file is
+        // set at all (its default cannot tell): both at once is an error.
+        let inline = |key: &str| layered.get::<::config::Value>(key).is_ok();
+        let given = (inline("api.tokens"), inline("profiles.redis_url"));
         let mut unknown_keys = Vec::new();
         let raw: Config<::config::Value> =
             serde_ignored::deserialize(layered, |p| unknown_keys.push(p.to_string()))
@@ -854,7 +886,7 @@ impl Config {
             log,
             api,
         } = raw;
-        let config = Config {
+        let mut config = Config {
             scheduler,
             sync,
             warehouse: WarehouseConfig::read(warehouse, &mut unknown_keys)
@@ -865,12 +897,50 @@ impl Config {
             api,
         };
         unknown_keys.sort();
+        config
+            .read_secret_files(given.0, given.1)
+            .with_context(|| format!("{shown}"))?;
         config.check().with_context(|| format!("{shown}"))?;
         Ok(Loaded {
             config,
             unknown_keys,
             path: path.to_path_buf(),
         })
+    }
+
+    /// `api.tokens_file` and `profiles.redis_url_file` (Kubernetes secret
+    /// mounts): each read once, here, into its inline key, which must then be
+    /// unset. Errors name the key and the file, never what it holds.
+    fn read_secret_files(&mut self, tokens_given: bool, url_given: bool) -> Result<()> {
+        if let Some(path) = &self.api.tokens_file {
+            if tokens_given {
+                bail!("api: set only one of tokens, tokens_file");
+            }
+            let text = read_secret_file("api.tokens_file", path)?;
+            self.api.tokens = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| Secret(l.to_string()))
+                .collect();
+            if self.api.tokens.is_empty() {
+                bail!(
+                    "api.tokens_file: {} holds no token (one per line; blank and # lines are ignored)",
+                    path.display()
+                );
+            }
+        }
+        if let Some(path) = &self.profiles.redis_url_file {
+            if url_given {
+                bail!("profiles: set only one of redis_url, redis_url_file");
+            }
+            let text = read_secret_file("profiles.redis_url_file", path)?;
+            if text.trim().is_empty() {
+                bail!("profiles.redis_url_file: {} is empty", path.display());
+            }
+            self.profiles.redis_url = RedisUrl(text.trim().to_string());
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<()> {
@@ -891,6 +961,16 @@ impl Config {
         }
         if self.sync.lease_ttl < Duration::from_secs(2) {
             bail!("sync.lease_ttl: must be at least 2s");
+        }
+        if !(1..=RUN_HISTORY_MAX).contains(&self.sync.run_history) {
+            bail!("sync.run_history: must be 1 to {RUN_HISTORY_MAX}");
+        }
+        if !(STALL_AFTER_MIN..=STALL_AFTER_MAX).contains(&self.scheduler.stall_after) {
+            bail!(
+                "scheduler.stall_after: must be {}s to {}s",
+                STALL_AFTER_MIN.as_secs(),
+                STALL_AFTER_MAX.as_secs()
+            );
         }
         self.sync.backfill_since_nanos()?;
         if let Some(i) = self
@@ -923,6 +1003,12 @@ impl Config {
         self.profiles.check()?;
         self.warehouse.check()
     }
+}
+
+/// The text of a secret's file; the error names `key` and the path (the I/O
+/// error's text never quotes file content).
+fn read_secret_file(key: &str, path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("{key}: cannot read {}", path.display()))
 }
 
 /// Keys whose value is a list: their environment override is read as a TOML
@@ -1103,6 +1189,27 @@ password = "hunter2"
         assert_eq!(c.sync.lookback, Duration::from_secs(600));
         assert_eq!(c.sync.page_rows, 50_000);
         assert_eq!(c.profiles.project, "signals");
+    }
+
+    #[test]
+    fn run_history_and_stall_after_are_bounded() {
+        let c = load(MINIMAL, &[]).unwrap().config;
+        assert_eq!(c.sync.run_history, 20);
+        assert_eq!(c.scheduler.stall_after, Duration::from_secs(120));
+        for (key, value, named) in [
+            ("MATERIALIZER__SYNC__RUN_HISTORY", "0", "sync.run_history"),
+            ("MATERIALIZER__SYNC__RUN_HISTORY", "1001", "sync.run_history"),
+            ("MATERIALIZER__SCHEDULER__STALL_AFTER", "5s", "scheduler.stall_after"),
+            ("MATERIALIZER__SCHEDULER__STALL_AFTER", "2h", "scheduler.stall_after"),
+        ] {
+            let Err(e) = load(MINIMAL, &[(key, value)]) else {
+                panic!("{key}={value} was accepted");
+            };
+            let e = format!("{e:#}");
+            assert!(e.contains(named), "{key}={value}: {e}");
+        }
+        let c = load(MINIMAL, &[("MATERIALIZER__SYNC__RUN_HISTORY", "1000")]).unwrap();
+        assert_eq!(c.config.sync.run_history, 1000);
     }
 
     #[test]
@@ -1416,5 +1523,102 @@ password = "hunter2"
             let derived: WarehouseConfig = table["warehouse"].clone().try_into().unwrap();
             assert_eq!(format!("{derived:?}"), format!("{loaded:?}"));
         }
+    }
+
+    /// A file in a fresh scratch directory, holding `text`.
+    fn secret_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "materializer-config-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn tokens_and_the_redis_url_come_from_files() {
+        let tokens = secret_file("tokens", "# rotated 2026-11\ntok-one\n\n  tok-two  \n#tok-old\n");
+        let url = secret_file("url", "redis://:pw-F4kq9@h:6380/\n");
+        let text = format!(
+            "{MINIMAL}\n[api]\nlisten = \"0.0.0.0:8080\"\ntokens_file = \"{}\"\n[profiles]\nredis_url_file = \"{}\"\n",
+            tokens.display(),
+            url.display()
+        );
+        let c = load(&text, &[]).unwrap().config;
+        let read: Vec<&str> = c.api.tokens.iter().map(Secret::expose).collect();
+        assert_eq!(read, ["tok-one", "tok-two"]);
+        assert_eq!(c.profiles.redis_url.expose(), "redis://:pw-F4kq9@h:6380/");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("tok-one") && !shown.contains("pw-F4kq9"),
+            "{shown}"
+        );
+        // The same keys from the environment, as a Kubernetes manifest sets them.
+        let env = [
+            ("MATERIALIZER__API__TOKENS_FILE", tokens.to_str().unwrap()),
+            ("MATERIALIZER__PROFILES__REDIS_URL_FILE", url.to_str().unwrap()),
+        ];
+        let c = load(MINIMAL, &env).unwrap().config;
+        assert_eq!(c.api.tokens.len(), 2);
+        assert_eq!(c.profiles.redis_url.expose(), "redis://:pw-F4kq9@h:6380/");
+    }
+
+    #[test]
+    fn secret_files_are_exclusive_with_their_key_and_errors_never_show_content() {
+        let tokens = secret_file("tokens", "tok-Zq81\n");
+        let url = secret_file("url", "redis://:pw-Zq81@h:1/");
+        let tokens_file = format!("tokens_file = \"{}\"", tokens.display());
+        let url_file = format!("redis_url_file = \"{}\"", url.display());
+        let missing = tokens.with_file_name("absent");
+        let junk = secret_file("junk", "not a url pw-Zq81\n");
+        let cases = [
+            (
+                format!("{MINIMAL}\n[api]\ntokens = [\"x\"]\n{tokens_file}\n"),
+                "api: set only one of tokens, tokens_file",
+            ),
+            (
+                format!("{MINIMAL}\n[profiles]\nredis_url = \"redis://h\"\n{url_file}\n"),
+                "profiles: set only one of redis_url, redis_url_file",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[api]\ntokens_file = \"{}\"\n",
+                    missing.display()
+                ),
+                "api.tokens_file: cannot read",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[api]\ntokens_file = \"{}\"\n",
+                    secret_file("empty", "# none yet\n\n").display()
+                ),
+                "holds no token",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[profiles]\nredis_url_file = \"{}\"\n",
+                    junk.display()
+                ),
+                "profiles.redis_url_file: `[unparseable redis url]` is not a Redis URL",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = load(&text, &[]).err().expect(&text);
+            let shown = format!("{e:#}");
+            assert!(shown.contains(want), "{text}\n{shown}");
+            assert!(!shown.contains("Zq81"), "{text}\n{shown}");
+            assert_eq!(shown.lines().count(), 1, "{shown}");
+        }
+        // The inline key from the environment counts as set too.
+        let e = load(
+            &format!("{MINIMAL}\n[api]\n{tokens_file}\n"),
+            &[("MATERIALIZER__API__TOKENS", "[\"y\"]")],
+        )
+        .err()
+        .unwrap();
+        assert!(format!("{e:#}").contains("only one of tokens, tokens_file"));
     }
 }

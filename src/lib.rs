@@ -8,13 +8,15 @@
 //! 2. the two stores, independent of each other: `warehouse` (tables in, Arrow
 //!    pages decoded to Feast values) and `profiles` (Redis in Feast's layout);
 //!    `warehouse::decode` uses `profiles::feast`'s value encoders, one way;
-//! 3. `metrics`, `registry`, `sync` (one run of one view), `scheduler`;
+//! 3. `metrics`, `registry`, `sync` (one run of one view; `dry_run` judges
+//!    its rows against Redis for `sync --dry-run`), `scheduler`;
 //! 4. `startup` (what every command does first), `check`, `api` (HTTP), and
 //!    the CLI (`main.rs`), which only parses arguments and prints.
 
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod dry_run;
 pub mod failpoints;
 pub mod metrics;
 pub mod model;

@@ -64,6 +64,10 @@ pub struct BatchSource {
     /// TIMESTAMP_NTZ wall times, overriding `warehouse.ntz_time_zone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ntz_time_zone: Option<String>,
+    /// Extension (the Signals SDK ignores it): a boolean column; a row whose
+    /// flag is true removes the view's values of its entity (newest-wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_delete_column: Option<String>,
 }
 
 /// The 16 value types of Signals / Feast.
@@ -294,6 +298,10 @@ impl View {
             (
                 "batch_source.date_partition_column",
                 b.date_partition_column.as_ref(),
+            ),
+            (
+                "batch_source.soft_delete_column",
+                b.soft_delete_column.as_ref(),
             ),
         ] {
             p.extend(value.and_then(|v| identifier_problem(key, v)));

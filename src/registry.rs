@@ -90,14 +90,14 @@ pub fn read_globs_each(patterns: &[String], base: &Path) -> (Vec<View>, Vec<Stri
 }
 
 /// The parts of a view that decide what a run reads and writes (the zone of its
-/// NTZ timestamps included), and how long its values live: a change to any of
+/// NTZ timestamps and its soft-delete column included), and how long its values live: a change to any of
 /// them is a reshape.
 fn sync_shape(v: &View) -> serde_json::Value {
     serde_json::json!({
         "entity": v.entity.name,
         "source": [&v.batch_source.database, &v.batch_source.schema,
                    &v.batch_source.table, &v.batch_source.timestamp_field,
-                   &v.batch_source.ntz_time_zone],
+                   &v.batch_source.ntz_time_zone, &v.batch_source.soft_delete_column],
         "fields": v.fields.iter().map(|f| (&f.name, &f.type_name)).collect::<Vec<_>>(),
         "ttl": v.ttl(),
     })
@@ -268,6 +268,72 @@ pub async fn get(store: &ProfileStore, id: &ViewId) -> Result<Option<View>> {
         .await?
         .map(|s| serde_json::from_str(&s).with_context(|| format!("registry entry `{id}`")))
         .transpose()
+}
+
+/// What [`erase`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    /// Entities whose values were removed (others had none, or were erased before).
+    pub removed: u64,
+    /// Entities named (each now has a tombstone).
+    pub entities: u64,
+    /// The erasure time (RFC 3339): rows stamped at or before it never return.
+    pub erased_at: String,
+    /// `NAME:VERSION` of the one view erased; `None`: every view of the entity.
+    pub view: Option<String>,
+}
+
+/// Erases entities `values` of entity `join_key`: every view's values, or
+/// those of the views `selector` names (NAME or NAME:VERSION). Refuses an
+/// entity no registered view uses, and a selector naming no view of it, so a
+/// typo never passes for an erasure: those are the inner `Err`, saying why.
+pub async fn erase(
+    store: &ProfileStore,
+    join_key: &str,
+    values: &[String],
+    selector: Option<&str>,
+) -> Result<std::result::Result<Erased, String>> {
+    let views = list(store).await?;
+    let of_entity: Vec<&View> = views
+        .iter()
+        .filter(|v| v.entity.join_key() == join_key)
+        .collect();
+    if of_entity.is_empty() {
+        return Ok(Err(format!(
+            "no registered view has entity `{}`",
+            crate::model::printable(join_key)
+        )));
+    }
+    let at = crate::time::now();
+    let (removed, view) = match selector {
+        None => (store.erase(join_key, values, None, at).await?, None),
+        Some(selector) => {
+            let (name, version) = ViewId::parse_selector(selector).map_err(|e| anyhow::anyhow!(e))?;
+            let chosen: Vec<&View> = of_entity
+                .iter()
+                .copied()
+                .filter(|v| v.name == name && version.is_none_or(|n| n == v.version))
+                .collect();
+            if chosen.is_empty() {
+                return Ok(Err(format!(
+                    "no registered view `{}` has entity `{}`",
+                    crate::model::printable(selector),
+                    crate::model::printable(join_key)
+                )));
+            }
+            let mut removed = 0;
+            for v in &chosen {
+                removed = removed.max(store.erase(join_key, values, Some(v), at).await?);
+            }
+            (removed, Some(selector.to_string()))
+        }
+    };
+    Ok(Ok(Erased {
+        removed,
+        entities: values.len() as u64,
+        erased_at: crate::time::format_nanos(at),
+        view,
+    }))
 }
 
 /// What [`delete`] removed.

@@ -10,8 +10,14 @@
 //! files, and every view resyncs from scratch. On shutdown no new run starts;
 //! running ones stop at their next page boundary without committing, and the
 //! loop waits for them up to `shutdown_grace`.
+//!
+//! Liveness: the loop beats a [`Heartbeat`] every time it goes round (at least
+//! every [`REGISTRY_REFRESH`] while it is healthy), which the HTTP API reads
+//! through [`SchedulerHandle::progress`]: `/healthz` fails once no beat came
+//! for `scheduler.stall_after`, so a wedged loop gets the pod restarted.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,8 +33,61 @@ use crate::profiles::RunRecord;
 use crate::registry;
 use crate::sync::{format_skipped, RunError, Runner};
 
-/// How often the registry is re-read from Redis.
-const REGISTRY_REFRESH: Duration = Duration::from_secs(5);
+/// How often the registry is re-read from Redis: also the longest the loop
+/// sleeps, so the longest gap between two beats of a healthy loop (plus the
+/// Redis calls of one round).
+pub const REGISTRY_REFRESH: Duration = Duration::from_secs(5);
+
+/// When the scheduler loop last went round, on the monotonic clock, and how
+/// long a silence counts as stalled. Shared by the loop and the HTTP API.
+#[derive(Debug)]
+pub struct Heartbeat {
+    born: std::time::Instant,
+    /// Milliseconds after `born` of the last beat.
+    last_ms: AtomicU64,
+    stall_after_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    fn new() -> Heartbeat {
+        Heartbeat {
+            born: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            stall_after_ms: AtomicU64::new(
+                crate::config::SchedulerConfig::default().stall_after.as_millis() as u64,
+            ),
+        }
+    }
+
+    fn beat(&self) {
+        let now = self.born.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since the last beat (since the handle was made, before the first).
+    pub fn silence(&self) -> Duration {
+        let now = self.born.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    /// The silence after which the loop counts as stalled (`scheduler.stall_after`).
+    pub fn stall_after(&self) -> Duration {
+        Duration::from_millis(self.stall_after_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// How the scheduler loop is doing, as `/healthz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub silence: Duration,
+    pub stall_after: Duration,
+}
+
+impl Progress {
+    pub fn stalled(&self) -> bool {
+        self.silence >= self.stall_after
+    }
+}
 
 #[derive(Debug, Default)]
 struct ViewState {
@@ -52,18 +111,43 @@ pub enum Command {
 
 /// Cheap to clone; sending fails only once the scheduler has stopped.
 #[derive(Debug, Clone)]
-pub struct SchedulerHandle(mpsc::Sender<Command>);
+pub struct SchedulerHandle {
+    tx: mpsc::Sender<Command>,
+    heartbeat: Arc<Heartbeat>,
+}
 
 impl SchedulerHandle {
     pub async fn send(&self, command: Command) -> bool {
-        self.0.send(command).await.is_ok()
+        self.tx.send(command).await.is_ok()
+    }
+
+    /// How long the loop has been silent, against its bound.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            silence: self.heartbeat.silence(),
+            stall_after: self.heartbeat.stall_after(),
+        }
     }
 }
 
+/// The scheduler's end of [`channel`]: commands in, heartbeat out.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: mpsc::Receiver<Command>,
+    heartbeat: Arc<Heartbeat>,
+}
+
 /// A handle and the receiving end to put into [`Scheduler::commands`].
-pub fn channel() -> (SchedulerHandle, mpsc::Receiver<Command>) {
+pub fn channel() -> (SchedulerHandle, Inbox) {
     let (tx, rx) = mpsc::channel(256);
-    (SchedulerHandle(tx), rx)
+    let heartbeat = Arc::new(Heartbeat::new());
+    (
+        SchedulerHandle {
+            tx,
+            heartbeat: heartbeat.clone(),
+        },
+        Inbox { rx, heartbeat },
+    )
 }
 
 pub struct Scheduler {
@@ -71,7 +155,7 @@ pub struct Scheduler {
     pub config: SchedulerConfig,
     /// Views from `registry.files`, re-applied if Redis loses the registry.
     pub file_views: Vec<View>,
-    pub commands: mpsc::Receiver<Command>,
+    pub commands: Inbox,
 }
 
 /// One run of `view` under the policy the daemon and `sync` share: it waits
@@ -172,6 +256,11 @@ impl Scheduler {
         // Which view each run task serves, so a task that panics (and so never
         // reports) still settles its view instead of leaving it "running" forever.
         let mut task_views: HashMap<tokio::task::Id, ViewId> = HashMap::new();
+        let heartbeat = self.commands.heartbeat.clone();
+        heartbeat.stall_after_ms.store(
+            self.config.stall_after.as_millis() as u64,
+            Ordering::Relaxed,
+        );
         tracing::info!(
             interval = %humantime::format_duration(self.config.interval),
             max_concurrent_views = self.config.max_concurrent_views,
@@ -179,6 +268,9 @@ impl Scheduler {
         );
 
         loop {
+            heartbeat.beat();
+            // Tests stall the loop here to see `/healthz` fail.
+            crate::failpoints::hit("scheduler_loop").await;
             if Instant::now() >= next_refresh {
                 next_refresh = later(Instant::now(), REGISTRY_REFRESH);
                 match self.refresh(&mut known, &mut seen).await {
@@ -265,7 +357,7 @@ impl Scheduler {
                         self.settle(states.entry(id.clone()).or_default(), views.get(&id), failed);
                     }
                 }
-                Some(cmd) = self.commands.recv() => {
+                Some(cmd) = self.commands.rx.recv() => {
                     next_refresh = Instant::now();
                     if let Command::Forget(id) = &cmd {
                         known.remove(id);

@@ -118,6 +118,9 @@ pub struct ColumnPlan {
     pub timestamp: String,
     pub timestamp_type: ColumnType,
     pub fields: Vec<(String, FieldType)>,
+    /// The boolean column whose true flag deletes the entity's values; read
+    /// after the fields.
+    pub soft_delete: Option<String>,
 }
 
 /// The table a view's batch source names.
@@ -143,6 +146,11 @@ pub fn plan_columns(view: &View, columns: &[Column]) -> Result<ColumnPlan, Vec<S
     let entity = find("entity", view.entity.join_key());
     let ts = find("timestamp", &view.batch_source.timestamp_field);
     let fields: Vec<Option<Column>> = view.fields.iter().map(|f| find("field", &f.name)).collect();
+    let soft_delete = view
+        .batch_source
+        .soft_delete_column
+        .as_deref()
+        .map(|name| find("soft-delete", name));
     if let Some(c) = &entity {
         if let Err(e) = decode::entity_compatible(&c.data_type) {
             problems.push(format!("entity column `{}`: {e}", c.name));
@@ -158,6 +166,11 @@ pub fn plan_columns(view: &View, columns: &[Column]) -> Result<ColumnPlan, Vec<S
             if let Err(e) = decode::compatible(&c.data_type, f.field_type()) {
                 problems.push(format!("field column `{}`: {e}", c.name));
             }
+        }
+    }
+    if let Some(Some(c)) = &soft_delete {
+        if let Err(e) = decode::compatible(&c.data_type, FieldType::Bool) {
+            problems.push(format!("soft-delete column `{}`: {e}", c.name));
         }
     }
     if problems.iter().any(|p| p.ends_with("not found")) {
@@ -178,6 +191,7 @@ pub fn plan_columns(view: &View, columns: &[Column]) -> Result<ColumnPlan, Vec<S
             .zip(fields)
             .map(|(f, c)| (c.expect("checked").name, f.field_type()))
             .collect(),
+        soft_delete: soft_delete.map(|c| c.expect("checked").name),
     })
 }
 
@@ -283,9 +297,45 @@ pub struct Runner {
     pub metrics: Arc<Metrics>,
 }
 
+/// A range backfill's window: rows stamped `from <= t < to`; without `to`,
+/// every row from `from` on. Inclusive at the start like `backfill_since`,
+/// exclusive at the end, so consecutive ranges tile without overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub from: Nanos,
+    pub to: Option<Nanos>,
+}
+
+impl Range {
+    pub fn contains(&self, ts: Nanos) -> bool {
+        ts >= self.from && self.to.is_none_or(|to| ts < to)
+    }
+}
+
+/// A run that takes part in no watermark ([`Runner::run_detached`]): a range
+/// backfill, a dry run, or a dry run of a range.
+#[derive(Debug, Default)]
+pub struct Detached {
+    /// Read this range instead of the window the next run would read.
+    pub range: Option<Range>,
+    /// Compare the rows with Redis instead of writing them.
+    pub dry_run: bool,
+    /// What the dry run found, once it completed.
+    pub report: Option<crate::dry_run::DryRun>,
+    /// Rows read but outside `range` (a window's edges are read wider than
+    /// the range, for zones, and up to now when the warehouse cannot stop at `to`).
+    pub outside_range: u64,
+}
+
 /// Tallies of one run.
 #[derive(Debug, Default)]
 struct Tally {
+    /// A range backfill's range: rows outside it are counted in
+    /// `outside_range` and neither written nor compared.
+    range: Option<Range>,
+    outside_range: u64,
+    /// A dry run's verdicts; pages are compared with Redis instead of written.
+    dry: Option<crate::dry_run::DryRun>,
     rows_read: u64,
     rows_written: u64,
     rows_stale: u64,
@@ -349,6 +399,11 @@ impl Runner {
         {
             Ok(true) => {
                 tracing::debug!(view = %id, lease = %token, "lease taken; run started");
+                // For `sync_started_at` in the sync status; a note that cannot be
+                // written only leaves that field empty.
+                if let Err(e) = self.store.note_run_started(&id, &token, &rec.started_at).await {
+                    tracing::debug!(view = %id, error = %e, "could not note the run's start");
+                }
                 let lease_lost = CancellationToken::new();
                 // Dropped on every way out of this block, a panic included, so
                 // a failed run never keeps renewing a lease nobody uses.
@@ -366,7 +421,7 @@ impl Runner {
                         let statements = Arc::new(AtomicU64::new(0));
                         let r = crate::warehouse::counting_statements(
                             statements.clone(),
-                            self.run_leased(&state, &token, shutdown, &lease_lost, &mut rec),
+                            self.run_leased(&state, &token, shutdown, &lease_lost, &mut rec, None),
                         )
                         .await;
                         rec.statements = statements.load(Ordering::Relaxed);
@@ -407,7 +462,7 @@ impl Runner {
                 rec.last_error = Some(format!("{}: {e}", rec.finished_at.as_deref().unwrap_or("")));
             }
         }
-        if let Err(e) = self.store.save_run(&id, &rec).await {
+        if let Err(e) = self.store.record_run(&id, &rec, self.config.run_history).await {
             tracing::warn!(view = %id, error = %e, "could not save run record");
         }
         let label = match &outcome {
@@ -454,6 +509,59 @@ impl Runner {
         })
     }
 
+    /// A run outside the watermark, safe beside the daemon: a range backfill
+    /// writes the rows of `detached.range` newest-wins at the view's current
+    /// shape generation, and a dry run compares the window (or the range)
+    /// with Redis and writes nothing. Neither takes the lease (newest-wins
+    /// makes concurrent writers safe, and the daemon's runs are not held up),
+    /// commits a watermark, marks a full read, removes older shapes' values
+    /// or saves a run record. A range backfill stops as `Superseded` before
+    /// its next page once the view is reshaped, deleted or reset.
+    pub async fn run_detached(
+        &self,
+        view: &View,
+        detached: &mut Detached,
+        shutdown: &CancellationToken,
+    ) -> (RunRecord, Result<(), RunError>) {
+        let id = view.id();
+        let started = Instant::now();
+        let mut rec = RunRecord {
+            view: id.name.clone(),
+            version: id.version,
+            status: RunStatus::Running,
+            started_at: now_rfc3339(),
+            ..RunRecord::default()
+        };
+        // Nobody cancels it: without a lease there is none to lose.
+        let no_lease = CancellationToken::new();
+        let statements = Arc::new(AtomicU64::new(0));
+        let outcome = match self.store.run_state(&id).await {
+            Ok(Some(state)) => {
+                crate::warehouse::counting_statements(
+                    statements.clone(),
+                    self.run_leased(&state, "", shutdown, &no_lease, &mut rec, Some(detached)),
+                )
+                .await
+            }
+            Ok(None) => Err(RunError::Superseded(
+                "the view is no longer registered (deleted)".into(),
+            )),
+            Err(e) => Err(RunError::from(e)),
+        };
+        rec.statements = statements.load(Ordering::Relaxed);
+        rec.duration_ms = started.elapsed().as_millis() as u64;
+        rec.finished_at = Some(now_rfc3339());
+        rec.status = match &outcome {
+            Ok(()) => RunStatus::Ok,
+            Err(e) => e.status(),
+        };
+        rec.error = outcome.as_ref().err().map(ToString::to_string);
+        (rec, outcome)
+    }
+
+    /// One run of the registered `state`; `detached` makes it a range
+    /// backfill or a dry run (see [`Runner::run_detached`]), which stops
+    /// before anything of the watermark's.
     async fn run_leased(
         &self,
         state: &RunState,
@@ -461,6 +569,7 @@ impl Runner {
         shutdown: &CancellationToken,
         lease_lost: &CancellationToken,
         rec: &mut RunRecord,
+        mut detached: Option<&mut Detached>,
     ) -> Result<(), RunError> {
         let view = &state.view;
         let id = view.id();
@@ -475,6 +584,35 @@ impl Runner {
             .backfill_since_nanos()
             .map_err(|e| RunError::Permanent(e.to_string()))?;
         let run_started = crate::time::now();
+        // A scheduled full resync starts a new generation of the same shape,
+        // so that its read, like a reshape's, removes the values of entities
+        // no longer in the table (rows deleted without a soft-delete flag).
+        let mut state = std::borrow::Cow::Borrowed(state);
+        let resync = detached.is_none()
+            && watermark.is_some()
+            && self.config.full_resync_every.is_some()
+            && full_read_due(
+                watermark,
+                state.last_full_read,
+                self.config.full_resync_every,
+                run_started,
+            );
+        if resync {
+            match self.store.begin_full_pass(&id, token, state.revision).await? {
+                Some((generation, revision)) => {
+                    let s = state.to_mut();
+                    s.generation = generation;
+                    s.revision = revision;
+                    s.last_full_read = None;
+                }
+                None => {
+                    return Err(RunError::Superseded(
+                        "the view changed or its lease was lost before the full resync began".into(),
+                    ))
+                }
+            }
+        }
+        let state = state.as_ref();
         // A new shape generation is read whole once (even after a `reset --to`),
         // since that read is what removes the older shapes' values.
         let full_read = full_read_due(
@@ -486,7 +624,13 @@ impl Runner {
         rec.full_read = full_read;
         let warehouse_now = self.warehouse.now().await?;
         let future_limit = warehouse_now.saturating_add(nanos(self.config.max_future_skew));
-        let since = if full_read {
+        let range = detached.as_ref().and_then(|d| d.range);
+        if range.is_some() {
+            rec.full_read = false;
+        }
+        let since = if let Some(r) = range {
+            Some(r.from.saturating_sub(1))
+        } else if full_read {
             window_since(None, self.config.lookback, backfill, warehouse_now)
         } else {
             window_since(watermark, self.config.lookback, backfill, warehouse_now)
@@ -505,11 +649,23 @@ impl Runner {
             entity_column: plan.entity.clone(),
             timestamp_column: plan.timestamp.clone(),
             timestamp_type: plan.timestamp_type.clone(),
-            field_columns: plan.fields.iter().map(|(c, _)| c.clone()).collect(),
+            field_columns: plan
+                .fields
+                .iter()
+                .map(|(c, _)| c.clone())
+                .chain(plan.soft_delete.clone())
+                .collect(),
             since: ntz.since(since),
             page_rows: self.config.page_rows,
         };
-        let mut tally = Tally::default();
+        let mut tally = Tally {
+            range,
+            dry: detached
+                .as_ref()
+                .is_some_and(|d| d.dry_run)
+                .then(crate::dry_run::DryRun::default),
+            ..Tally::default()
+        };
         let nulls = self.warehouse.null_key_rows(&query).await?;
         tally.skip(SkipReason::NullEntity, nulls.null_entity);
         tally.skip(SkipReason::NullTimestamp, nulls.null_timestamp);
@@ -542,7 +698,9 @@ impl Runner {
 
         let mut spec = WriteSpec::for_view(view);
         spec.generation = state.generation;
-        self.store.load_scripts().await?;
+        if tally.dry.is_none() {
+            self.store.load_scripts().await?;
+        }
 
         // Reading the next page overlaps with decoding and writing this one.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Page, WarehouseError>>(1);
@@ -598,6 +756,9 @@ impl Runner {
                 if shutdown.is_cancelled() {
                     return Err(RunError::Interrupted);
                 }
+                if range.is_some() && tally.dry.is_none() {
+                    self.still_registered_as(&id, state.revision).await?;
+                }
             }
             Ok(())
         };
@@ -628,6 +789,24 @@ impl Runner {
         }
         if shutdown.is_cancelled() {
             return Err(RunError::Interrupted);
+        }
+        if let Some(d) = detached.take() {
+            d.outside_range = tally.outside_range;
+            d.report = tally.dry.take();
+            if range.is_some() && d.report.is_none() {
+                self.still_registered_as(&id, state.revision).await?;
+            }
+            tracing::info!(
+                view = %id,
+                dry_run = d.dry_run,
+                range = ?range,
+                rows_read = tally.rows_read,
+                rows_written = tally.rows_written,
+                rows_stale = tally.rows_stale,
+                outside_range = tally.outside_range,
+                "run outside the watermark complete; nothing committed"
+            );
+            return Ok(());
         }
 
         // The first completed whole-table read of a new shape generation also
@@ -707,7 +886,11 @@ impl Runner {
             entities: decode::EntityColumn<'a>,
             ts: Vec<decode::TimestampCell>,
             fields: Vec<decode::EncodedColumn>,
+            /// The soft-delete flags, as Feast bools (true deletes).
+            deletes: Option<decode::EncodedColumn>,
         }
+        let mut true_flag = Vec::new();
+        crate::profiles::feast::push_bool(&mut true_flag, true);
         let mut decoded = Vec::with_capacity(page.batches.len());
         for b in &page.batches {
             let schema = b.schema();
@@ -726,10 +909,20 @@ impl Runner {
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(permanent)?;
+            let flag = 2 + plan.fields.len();
+            let deletes = plan
+                .soft_delete
+                .as_ref()
+                .map(|name| {
+                    decode::encode_column(name, b.column(flag), schema.field(flag), FieldType::Bool)
+                })
+                .transpose()
+                .map_err(permanent)?;
             decoded.push(Decoded {
                 entities,
                 ts,
                 fields,
+                deletes,
             });
         }
 
@@ -741,6 +934,10 @@ impl Runner {
             tally.rows_read += d.ts.len() as u64;
             for (ri, ts) in d.ts.iter().enumerate() {
                 let ts = match *ts {
+                    Ok(Some(ts)) if tally.range.is_some_and(|r| !r.contains(ts)) => {
+                        tally.outside_range += 1;
+                        continue;
+                    }
                     Ok(Some(ts)) => ts,
                     Ok(None) => {
                         null_ts += 1;
@@ -774,8 +971,17 @@ impl Runner {
         tally.skip(SkipReason::TimestampOutOfRange, bad_ts);
 
         let mut values: Vec<(u32, &[u8])> = Vec::with_capacity(latest.len() * plan.fields.len());
-        let mut rows: Vec<(&str, Nanos, usize, usize)> = Vec::with_capacity(latest.len());
+        let mut rows: Vec<(&str, Nanos, usize, usize, bool)> = Vec::with_capacity(latest.len());
         for (entity, (ts, bi, ri)) in latest {
+            // A NULL flag keeps the row: only a true flag deletes.
+            let delete = decoded[bi]
+                .deletes
+                .as_ref()
+                .is_some_and(|d| d.get(ri).is_ok_and(|v| v == &true_flag[..]));
+            if delete {
+                rows.push((entity, ts, 0, 0, true));
+                continue;
+            }
             let start = values.len();
             for (fi, col) in decoded[bi].fields.iter().enumerate() {
                 match col.get(ri) {
@@ -792,16 +998,21 @@ impl Runner {
                     }
                 }
             }
-            rows.push((entity, ts, start, values.len()));
+            rows.push((entity, ts, start, values.len(), false));
         }
         let upserts: Vec<Upsert<'_>> = rows
             .iter()
-            .map(|&(entity, ts, a, b)| Upsert {
+            .map(|&(entity, ts, a, b, delete)| Upsert {
                 entity,
                 ts,
                 values: &values[a..b],
+                delete,
             })
             .collect();
+        if let Some(dry) = tally.dry.as_mut() {
+            dry.compare(&self.store, spec, &upserts).await?;
+            return Ok(true);
+        }
         let mut parts: Vec<&[Upsert<'_>]> = upserts.chunks(WRITE_PART_ROWS).collect();
         if parts.is_empty() {
             // Nothing to write still completes a page, for the writer's count.
@@ -820,6 +1031,21 @@ impl Runner {
             }
         }
         Ok(true)
+    }
+}
+
+impl Runner {
+    /// Fails as `Superseded` once the view was reshaped, deleted or reset
+    /// since revision `revision` (what a commit checks; a range backfill,
+    /// which commits nothing, checks it between pages).
+    async fn still_registered_as(&self, id: &ViewId, revision: u64) -> Result<(), RunError> {
+        match self.store.run_state(id).await? {
+            Some(now) if now.revision == revision => Ok(()),
+            _ => Err(RunError::Superseded(
+                "the view was reshaped, deleted or reset during the backfill; rows written so far stay, newest-wins"
+                    .into(),
+            )),
+        }
     }
 }
 

@@ -29,10 +29,16 @@ mod contract_holes;
 mod contract_random;
 #[path = "main/harness_smoke.rs"]
 mod harness_smoke;
+#[path = "main/erasure.rs"]
+mod erasure;
 #[path = "main/metrics_e2e.rs"]
 mod metrics_e2e;
 #[path = "main/ntz_time_zone_e2e.rs"]
 mod ntz_time_zone_e2e;
+#[path = "main/ops_history.rs"]
+mod ops_history;
+#[path = "main/operator_tools.rs"]
+mod operator_tools;
 #[path = "main/parquet_e2e.rs"]
 mod parquet_e2e;
 #[path = "main/reliability.rs"]

@@ -13,9 +13,11 @@
 //!
 //! A request names at most `api.max_entities` identifiers and asks for at most
 //! `api.max_cells` values (entities x attributes), else it is a 413 naming the
-//! limit, so the work and memory of one request stay bounded; each view's
-//! entities are read in one pipelined round trip, and views come from memory
-//! while the registry is unchanged.
+//! limit, so the work and memory of one request stay bounded. A request costs
+//! one round trip per Redis node: every view's distinct entities go in one
+//! read (`ProfileStore::read_views`), and views come from memory
+//! ([`super::views`]), checked against the registry as of now before an
+//! unknown view or attribute is answered 404.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -30,11 +32,74 @@ use super::{json_body, ApiError, ApiResult, Shared};
 use crate::model::View;
 
 /// One requested attribute, resolved.
-struct Wanted<'a> {
-    view: &'a View,
+struct Wanted {
+    feast_name: String,
     /// Index into the view's fields.
     field: usize,
     column: String,
+}
+
+/// The requested attributes against `views`: a 404 names an unknown view or
+/// attribute, a 422 an attribute whose join key the request lacks or a
+/// column asked for twice.
+fn resolve(
+    views: &HashMap<String, View>,
+    attributes: &[String],
+    keys: &BTreeMap<String, Vec<Option<String>>>,
+    full: bool,
+) -> ApiResult<Vec<Wanted>> {
+    let mut wanted: Vec<Wanted> = Vec::with_capacity(attributes.len());
+    for (i, a) in attributes.iter().enumerate() {
+        let (fv, name) = a.split_once(':').ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "attributes[{i}]: `{a}` is not `{{view}}_v{{version}}:{{attribute}}`"
+            ))
+        })?;
+        let view = views.get(fv).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "attributes[{i}]: `{a}`: no view `{fv}` is registered"
+            ))
+        })?;
+        let field = view
+            .fields
+            .iter()
+            .position(|f| f.name == name)
+            .or_else(|| {
+                view.fields
+                    .iter()
+                    .position(|f| f.name.eq_ignore_ascii_case(name))
+            })
+            .ok_or_else(|| {
+                let names: Vec<&str> = view.fields.iter().map(|f| f.name.as_str()).collect();
+                ApiError::not_found(format!(
+                    "attributes[{i}]: `{a}`: view `{fv}` has no attribute `{name}` (it has {})",
+                    names.join(", ")
+                ))
+            })?;
+        if !keys.contains_key(view.entity.join_key()) {
+            return Err(ApiError::unprocessable(format!(
+                "entities: attribute `{a}` is keyed by `{}`, which the request does not give",
+                view.entity.join_key()
+            )));
+        }
+        let field_name = &view.fields[field].name;
+        let column = if full {
+            format!("{fv}__{field_name}")
+        } else {
+            field_name.clone()
+        };
+        if wanted.iter().any(|w| w.column == column) || keys.contains_key(&column) {
+            return Err(ApiError::unprocessable(format!(
+                "attributes[{i}]: `{a}`: the name `{column}` is asked for twice; set full_attribute_names to tell them apart"
+            )));
+        }
+        wanted.push(Wanted {
+            feast_name: fv.to_string(),
+            field,
+            column,
+        });
+    }
+    Ok(wanted)
 }
 
 fn identifiers(key: &str, v: &Json_) -> ApiResult<Vec<Option<String>>> {
@@ -138,94 +203,60 @@ pub async fn get_online_attributes(
         .and_then(Json_::as_bool)
         .unwrap_or(false);
 
-    let views = state.views().await?;
-    let mut wanted: Vec<Wanted<'_>> = Vec::with_capacity(attributes.len());
-    for (i, a) in attributes.iter().enumerate() {
-        let (fv, name) = a.split_once(':').ok_or_else(|| {
-            ApiError::unprocessable(format!(
-                "attributes[{i}]: `{a}` is not `{{view}}_v{{version}}:{{attribute}}`"
-            ))
-        })?;
-        let view = views.get(fv).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "attributes[{i}]: `{a}`: no view `{fv}` is registered"
-            ))
-        })?;
-        let field = view
-            .fields
-            .iter()
-            .position(|f| f.name == name)
-            .or_else(|| {
-                view.fields
-                    .iter()
-                    .position(|f| f.name.eq_ignore_ascii_case(name))
-            })
-            .ok_or_else(|| {
-                let names: Vec<&str> = view.fields.iter().map(|f| f.name.as_str()).collect();
-                ApiError::not_found(format!(
-                    "attributes[{i}]: `{a}`: view `{fv}` has no attribute `{name}` (it has {})",
-                    names.join(", ")
-                ))
-            })?;
-        if !keys.contains_key(view.entity.join_key()) {
-            return Err(ApiError::unprocessable(format!(
-                "entities: attribute `{a}` is keyed by `{}`, which the request does not give",
-                view.entity.join_key()
-            )));
+    let mut views = state.views.get(&state.store).await?;
+    let wanted = match resolve(&views, &attributes, &keys, full) {
+        Ok(wanted) => wanted,
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            // The copy in memory may predate a view or attribute applied
+            // elsewhere a moment ago: only the registry as of now may say
+            // it does not exist.
+            views = state.views.refresh(&state.store).await?;
+            resolve(&views, &attributes, &keys, full)?
         }
-        let field_name = &view.fields[field].name;
-        let column = if full {
-            format!("{fv}__{field_name}")
-        } else {
-            field_name.clone()
-        };
-        if wanted.iter().any(|w| w.column == column) || keys.contains_key(&column) {
-            return Err(ApiError::unprocessable(format!(
-                "attributes[{i}]: `{a}`: the name `{column}` is asked for twice; set full_attribute_names to tell them apart"
-            )));
-        }
-        wanted.push(Wanted {
-            view,
-            field,
-            column,
-        });
-    }
+        Err(e) => return Err(e),
+    };
 
-    // One pipelined round trip per view, for all the entities it is asked
-    // for, whatever the number of its attributes asked.
-    let mut profiles: HashMap<(String, String), Vec<Json_>> = HashMap::new();
-    let mut read: Vec<String> = Vec::new();
+    // Each view once, for the distinct entities it is asked for, whatever
+    // the number of its attributes asked; all views in one read (one round
+    // trip per Redis node).
+    let mut reads: Vec<(&View, Vec<&str>)> = Vec::new();
+    let mut read_of: Vec<usize> = Vec::with_capacity(wanted.len());
     for w in &wanted {
-        let fv = w.view.feast_name();
-        if read.contains(&fv) {
-            continue;
-        }
-        read.push(fv.clone());
-        let mut ids: Vec<&String> = keys[w.view.entity.join_key()].iter().flatten().collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let found = state.store.read_profiles(w.view, &ids).await?;
-        for (id, p) in ids.into_iter().zip(found) {
-            let values = p
-                .map(|p| p.values.into_iter().map(|(_, v)| v).collect())
-                .unwrap_or_default();
-            profiles.insert((fv.clone(), id.clone()), values);
-        }
+        let view = &views[&w.feast_name];
+        let i = match reads.iter().position(|(v, _)| std::ptr::eq(*v, view)) {
+            Some(i) => i,
+            None => {
+                let mut ids: Vec<&str> = keys[view.entity.join_key()]
+                    .iter()
+                    .flatten()
+                    .map(String::as_str)
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                reads.push((view, ids));
+                reads.len() - 1
+            }
+        };
+        read_of.push(i);
     }
+    let asked: Vec<(&View, &[&str])> = reads.iter().map(|(v, ids)| (*v, &ids[..])).collect();
+    let found = state.store.read_views(&asked).await?;
 
     let mut out = Map::new();
     for (k, ids) in &keys {
         out.insert(k.clone(), Json_::from(ids.clone()));
     }
-    for w in &wanted {
-        let fv = w.view.feast_name();
-        let column: Vec<Json_> = keys[w.view.entity.join_key()]
+    for (w, &r) in wanted.iter().zip(&read_of) {
+        let (view, ids) = &reads[r];
+        let profiles = &found[r];
+        let column: Vec<Json_> = keys[view.entity.join_key()]
             .iter()
             .map(|id| {
-                id.as_ref()
-                    .and_then(|id| profiles.get(&(fv.clone(), id.clone())))
-                    .and_then(|values| values.get(w.field).cloned())
-                    .unwrap_or(Json_::Null)
+                id.as_deref()
+                    .and_then(|id| ids.binary_search(&id).ok())
+                    .and_then(|at| profiles[at].as_ref())
+                    .and_then(|p| p.values.get(w.field))
+                    .map_or(Json_::Null, |(_, v)| v.clone())
             })
             .collect();
         out.insert(w.column.clone(), Json_::Array(column));

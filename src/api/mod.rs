@@ -24,8 +24,10 @@
 //! told to; the API never runs a sync itself.
 
 pub mod attributes;
+pub mod erase;
 pub mod ops;
 pub mod registry;
+pub mod views;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -76,9 +78,8 @@ pub struct ApiState {
     /// On a Redis connection of its own (see `ProfileStore::separate`).
     pub store: ProfileStore,
     pub limits: ReadLimits,
-    /// The registry as last read, keyed by Feast name; re-read only when the
-    /// registry's revision (or the state's epoch) changed.
-    views: tokio::sync::RwLock<crate::registry::CachedViews>,
+    /// The registered views, held in memory for the read path (see [`views`]).
+    pub views: views::Views,
     pub warehouse: Arc<dyn Warehouse>,
     pub metrics: Arc<Metrics>,
     pub scheduler: SchedulerHandle,
@@ -101,7 +102,7 @@ impl ApiState {
         scheduler: SchedulerHandle,
         config: &crate::config::ApiConfig,
     ) -> Shared {
-        Arc::new(ApiState {
+        let state = Arc::new(ApiState {
             store,
             limits: ReadLimits {
                 max_entities: config.max_entities,
@@ -114,21 +115,9 @@ impl ApiState {
             tokens: config.tokens.clone(),
             pending: Mutex::new(BTreeSet::new()),
             warehouse_probe: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    /// The registered views by Feast name, from memory unless the registry
-    /// changed since they were read (two small reads per call).
-    pub async fn views(
-        &self,
-    ) -> ApiResult<Arc<std::collections::HashMap<String, crate::model::View>>> {
-        let version = self.store.registry_version().await?;
-        if let Some(v) = self.views.read().await.current(&version) {
-            return Ok(v);
-        }
-        let mut cache = self.views.write().await;
-        let views = crate::registry::list(&self.store).await?;
-        Ok(cache.store(version, views))
+        });
+        views::Views::keep_current(Arc::downgrade(&state));
+        state
     }
 
     /// Whether `presented` equals one of the configured tokens. Every token is
@@ -278,9 +267,18 @@ pub fn router(state: Shared) -> Router {
             "/get-online-attributes",
             post(attributes::get_online_attributes),
         )
+        .route("/profiles/delete", post(erase::delete_profiles))
         .route("/sync/status", get(ops::sync_status))
         .route("/sync/{name}/versions/{version}/run", post(ops::run_now))
+        .route(
+            "/sync/{name}/versions/{version}/status",
+            get(ops::view_sync_status),
+        )
         .fallback(unknown_route)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            views_stale_after_changes,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/api/v1", v1)
@@ -320,6 +318,26 @@ async fn catch_panic(req: Request, next: Next) -> Response {
             .into_response()
         }
     }
+}
+
+/// After a request that may change the registry (any method but GET and
+/// HEAD on `/registry/*` and `/feature_store/apply`), the read path's views
+/// are checked before the next read, so a client reads what it just applied.
+async fn views_stale_after_changes(
+    State(state): State<Shared>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let changes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && (path.contains("/registry/") || path.ends_with("/feature_store/apply"));
+    let resp = next.run(req).await;
+    if changes {
+        state.views.mark_stale();
+    }
+    resp
 }
 
 async fn unknown_route(req: Request) -> ApiError {

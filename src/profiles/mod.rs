@@ -23,6 +23,7 @@
 //! once.
 
 pub mod conn;
+mod erase;
 pub mod feast;
 pub mod read;
 pub mod state;
@@ -100,6 +101,9 @@ pub struct Upsert<'a> {
     pub entity: &'a str,
     pub ts: Nanos,
     pub values: &'a [(u32, &'a [u8])],
+    /// A row whose soft-delete flag is set: removes the view's values (and
+    /// keeps its time, so an older row cannot bring them back).
+    pub delete: bool,
 }
 
 /// What is fixed for every write of one view.
@@ -107,6 +111,8 @@ pub struct WriteSpec {
     pub join_key: String,
     pub ts_field: String,
     pub gen_field: String,
+    /// The view's erasure tombstone field (see [`erased_field`]).
+    pub erased_field: String,
     /// The view's shape generation (see [`state`]); values of a newer
     /// generation always win over older ones.
     pub generation: u64,
@@ -125,6 +131,7 @@ impl WriteSpec {
             join_key: view.entity.join_key().to_string(),
             ts_field: feast::ts_field(&fv),
             gen_field: gen_field(&fv),
+            erased_field: erased_field(Some(&fv)),
             generation: 0,
             fields: view
                 .fields
@@ -149,6 +156,16 @@ impl WriteSpec {
 /// for generation 0 (Feast's own layout has no such field and ignores it).
 pub fn gen_field(feature_view: &str) -> String {
     format!("_gen:{feature_view}")
+}
+
+/// Hash field holding an erasure tombstone (a serialized Timestamp): of one
+/// feature view, or (`None`) of every view of the entity. Rows stamped at or
+/// before it are never written again.
+pub fn erased_field(feature_view: Option<&str>) -> String {
+    match feature_view {
+        Some(fv) => format!("_erased:{fv}"),
+        None => "_erased".into(),
+    }
 }
 
 /// Every hash field a view owns in an entity's hash: one per field, in view
@@ -435,18 +452,31 @@ impl ProfileStore {
         cmd.arg(&spec.ts_field)
             .arg(&spec.gen_field)
             .arg(spec.generation)
-            .arg(if ttl { "1" } else { "0" });
+            .arg(if ttl { "1" } else { "0" })
+            .arg(&spec.erased_field);
+        if which.iter().any(|&i| rows[i].delete) {
+            cmd.arg(spec.fields.len());
+            for f in &spec.fields {
+                cmd.arg(&f[..]);
+            }
+        } else {
+            cmd.arg(0);
+        }
         let mut ts_buf = Vec::with_capacity(16);
         for &i in which {
             let r = &rows[i];
             ts_buf.clear();
             feast::push_timestamp(&mut ts_buf, r.ts);
-            cmd.arg(r.values.len());
+            if r.delete {
+                cmd.arg(-1);
+            } else {
+                cmd.arg(r.values.len());
+            }
             if ttl {
                 cmd.arg(spec.deadline_ms(r.ts));
             }
             cmd.arg(&ts_buf[..]);
-            for (field, value) in r.values {
+            for (field, value) in r.values.iter().filter(|_| !r.delete) {
                 cmd.arg(&spec.fields[*field as usize][..]).arg(*value);
             }
         }

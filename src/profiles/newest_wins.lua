@@ -4,8 +4,17 @@
 -- ARGV[2]: generation hash field ("_gen:{feature_view}")
 -- ARGV[3]: the writer's shape generation (0 until the view is first reshaped)
 -- ARGV[4]: "1" when the view has a ttl, else "0"
+-- ARGV[5]: the view's erasure tombstone field ("_erased:{feature_view}")
+-- ARGV[6]: m, then m hash fields: the view's value fields (only when some key
+--          of this call is a delete; else m = 0)
 -- then per key: n, [expiry deadline in ms since the epoch, only with a ttl],
--- serialized Timestamp, then n field/value pairs.
+-- serialized Timestamp, then n field/value pairs; n = -1 is a delete (a row
+-- whose soft-delete flag is set): the view's values go, its time stays.
+--
+-- Erasure tombstones (`_erased` for every view of the entity, `_erased:{fv}`
+-- for one view; serialized Timestamps) beat any row stamped at or before
+-- them, whatever its generation: an erased value never comes back from a
+-- replay, a full resync or a reshape.
 --
 -- Which value wins: a value of a newer shape generation always beats one of an
 -- older generation (a reshaped view replaces the old shape's values whatever
@@ -82,10 +91,19 @@ local function decode_ts(s)
   return decode_ts_any(s)
 end
 
+-- Whether serialized Timestamp a is later than b.
+local function later(a, b)
+  local as, an = decode_ts(a)
+  local bs, bn = decode_ts(b)
+  return as > bs or (as == bs and an > bn)
+end
+
 local tsf, genf, gens = ARGV[1], ARGV[2], ARGV[3]
 local gen = tonumber(gens)
 local ttl = ARGV[4] == '1'
-local a = 5
+local erasedf = ARGV[5]
+local m = tonumber(ARGV[6])
+local a = 7 + m
 local written = 0
 for k = 1, #KEYS do
   local key = KEYS[k]
@@ -97,18 +115,23 @@ for k = 1, #KEYS do
     d = d + 1
   end
   local tsb = ARGV[d]
-  local last = d + 2 * n
-  local st = redis.call('HMGET', key, tsf, genf)
+  local delete = n < 0
+  local last = d + 2 * math.max(n, 0)
+  local st = redis.call('HMGET', key, tsf, genf, '_erased', erasedf)
   local cur, cg = st[1], tonumber(st[2]) or 0
   local stale = cg > gen
   if cg == gen and cur and cur ~= tsb then
-    local cs, cn = decode_ts(cur)
-    local sec, ns = decode_ts(tsb)
-    stale = cs > sec or (cs == sec and cn > ns)
+    stale = later(cur, tsb)
+  end
+  if (st[3] and not later(tsb, st[3])) or (st[4] and not later(tsb, st[4])) then
+    stale = true
   end
   if not stale then
     local expires
     if ttl then expires = redis.call('PEXPIRETIME', key) end
+    if delete and m > 0 then
+      redis.call('HDEL', key, unpack(ARGV, 7, 6 + m))
+    end
     if gen > 0 then
       redis.call('HSET', key, genf, gens, tsf, unpack(ARGV, d, last))
     else

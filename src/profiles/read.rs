@@ -209,7 +209,9 @@ pub fn expired(view: &View, ts: Nanos, now: Nanos) -> bool {
 /// values are past the view's ttl at `now`.
 fn profile_of(view: &View, raw: Vec<Option<Vec<u8>>>, now: Nanos) -> StoreResult<Option<Profile>> {
     let n = view.fields.len();
-    if raw[..=n].iter().all(Option::is_none) {
+    // No value at all: never written, erased, or deleted by a soft-delete
+    // row (which leaves only its time). A null is stored as an empty value.
+    if raw[..n].iter().all(Option::is_none) {
         return Ok(None);
     }
     let ts = raw[n]

@@ -4,7 +4,10 @@
 //! whose latest file lists every key): per Feast project `{prefix}{{project}}:meta`,
 //! `:views` (the registry), `:registry_rev`, `:entities`, and per view
 //! `{prefix}{{project}}:{name}:{version}:wm | full | run | lease | gen | rev |
-//! retired`. The braces around the project are a Redis Cluster hash tag: a
+//! retired | runs | inflight`. `runs` (list, newest first, at most
+//! `sync.run_history` entries) and `inflight` (hash: the lease token and start
+//! of the run that last took the lease) came after layout 3 without a
+//! migration: a missing key reads as "no history yet". The braces around the project are a Redis Cluster hash tag: a
 //! project's whole state shares one slot, so every script here (a registry
 //! change touches the registry and the view's state together; a commit checks
 //! the lease and the revision) runs on one node, atomically, on every kind of
@@ -17,7 +20,8 @@
 //!   never half-apply and exactly one creator of a view wins; each change bumps
 //!   `registry_rev`, so a registry that went back in time (failover to a
 //!   lagging replica, an older snapshot) is recognisable;
-//! - a reshape or delete bumps the view's shape generation (`gen`, to at least
+//! - a reshape or delete, and a scheduled full resync
+//!   ([`ProfileStore::begin_full_pass`]), bumps the view's shape generation (`gen`, to at least
 //!   the clock in milliseconds, so it outruns generations that profile hashes
 //!   kept when the daemon's state was lost without them) and forgets
 //!   its watermark and last full read, and keeps the old shape in `retired` until
@@ -101,7 +105,8 @@ impl Keys {
     pub fn entities(&self) -> String {
         format!("{}entities", self.ns)
     }
-    /// A per-view key: `kind` is one of wm, full, run, lease, gen, rev, retired.
+    /// A per-view key: `kind` is one of wm, full, run, lease, gen, rev,
+    /// retired, runs, inflight.
     pub fn view(&self, id: &ViewId, kind: &str) -> String {
         format!("{}{}:{}:{kind}", self.ns, id.name, id.version)
     }
@@ -175,7 +180,7 @@ if ARGV[4] ~= 'update' then redis.call('INCR', KEYS[4]) end
 return 1";
 
 const REGISTRY_DELETE: &str = r"
--- KEYS: views, registry_rev, gen, rev, wm, full, retired, run
+-- KEYS: views, registry_rev, gen, rev, wm, full, retired, run, runs, inflight
 -- ARGV: id, expected entry, now (ms)
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if (not cur) or cur ~= ARGV[2] then return 0 end
@@ -184,7 +189,7 @@ redis.call('INCR', KEYS[2])
 local g = math.max((tonumber(redis.call('GET', KEYS[3])) or 0) + 1, tonumber(ARGV[3]))
 redis.call('SET', KEYS[3], string.format('%d', g))
 redis.call('INCR', KEYS[4])
-redis.call('DEL', KEYS[5], KEYS[6], KEYS[8])
+redis.call('DEL', KEYS[5], KEYS[6], KEYS[8], KEYS[9], KEYS[10])
 redis.call('RPUSH', KEYS[7], cur)
 redis.call('LTRIM', KEYS[7], -8, -1)
 return 1";
@@ -193,6 +198,16 @@ static REGISTRY_PUT_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(REGISTRY_PUT));
 static REGISTRY_DELETE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(REGISTRY_DELETE));
+
+const RECORD_RUN: &str = r"
+-- KEYS: run, runs; ARGV: run record JSON, how many runs to keep (>= 1)
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+return 1";
+
+static RECORD_RUN_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(RECORD_RUN));
 
 const COMMIT_RUN: &str = r"
 -- KEYS: lease, rev, wm, full, retired
@@ -203,6 +218,15 @@ if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4]) end
 if ARGV[5] == '1' then redis.call('DEL', KEYS[5]) end
 return 1";
+
+const FULL_PASS: &str = r"
+-- KEYS: lease, rev, gen, full; ARGV: lease token, expected revision, now (ms)
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return false end
+local g = math.max((tonumber(redis.call('GET', KEYS[3])) or 0) + 1, tonumber(ARGV[3]))
+redis.call('SET', KEYS[3], string.format('%d', g))
+redis.call('DEL', KEYS[4])
+return {string.format('%d', g), redis.call('INCR', KEYS[2])}";
 
 const RESET: &str = r"
 -- KEYS: wm, full, rev; ARGV: new watermark or '' to forget it
@@ -425,12 +449,14 @@ impl ProfileStore {
     }
 
     /// Removes a registry entry if it still is `expected`, forgetting the
-    /// view's watermark, last full read and last run; false when it changed.
+    /// view's watermark, last full read, last run and run history; false when it changed.
     pub async fn registry_delete(&self, id: &ViewId, expected: &str) -> Result<bool> {
         let mut c = self.conn.clone();
         let done: i64 = self
             .registry_change(&REGISTRY_DELETE_SCRIPT, id)
             .key(self.keys.view(id, "run"))
+            .key(self.keys.view(id, "runs"))
+            .key(self.keys.view(id, "inflight"))
             .arg(id.to_string())
             .arg(expected)
             .arg(now_ms())
@@ -565,6 +591,32 @@ impl ProfileStore {
         })
     }
 
+    /// Starts a full resync as a new shape generation of the same shape (its
+    /// first complete read then removes what the table no longer holds): if
+    /// `lease_token` holds the lease and the revision is still `revision`,
+    /// bumps the generation (to at least the clock in ms), forgets the last
+    /// full read and bumps the revision. The new (generation, revision), or
+    /// `None` when the lease or the view changed.
+    pub async fn begin_full_pass(
+        &self,
+        id: &ViewId,
+        lease_token: &str,
+        revision: u64,
+    ) -> Result<Option<(u64, u64)>> {
+        let mut c = self.conn.clone();
+        let r: Option<(u64, u64)> = redis::Script::new(FULL_PASS)
+            .key(self.keys.view(id, "lease"))
+            .key(self.keys.view(id, "rev"))
+            .key(self.keys.view(id, "gen"))
+            .key(self.keys.view(id, "full"))
+            .arg(lease_token)
+            .arg(revision)
+            .arg(now_ms())
+            .invoke_async(&mut c)
+            .await?;
+        Ok(r)
+    }
+
     /// Records when the view last completed a read of its whole table, as a
     /// run's commit does (tests use it to stand in for the passing of time).
     pub async fn set_last_full_read(&self, id: &ViewId, at: Nanos) -> Result<()> {
@@ -651,6 +703,67 @@ impl ProfileStore {
         let json = serde_json::to_string(run).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let _: () = c.set(self.keys.view(id, "run"), json).await?;
         Ok(())
+    }
+
+    /// Saves a finished run as the view's last run and at the head of its
+    /// history, trimmed to the `keep` newest, in one script: the last run and
+    /// the history's head never disagree.
+    pub async fn record_run(&self, id: &ViewId, run: &RunRecord, keep: usize) -> Result<()> {
+        let mut c = self.conn.clone();
+        let json = serde_json::to_string(run).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: i64 = RECORD_RUN_SCRIPT
+            .key(self.keys.view(id, "run"))
+            .key(self.keys.view(id, "runs"))
+            .arg(json)
+            .arg(keep.max(1))
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// The view's finished runs, newest first, at most `n`. A record this
+    /// version cannot read is left out rather than failing the listing.
+    pub async fn run_history(&self, id: &ViewId, n: usize) -> Result<Vec<RunRecord>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn.clone();
+        let raw: Vec<String> = c
+            .lrange(self.keys.view(id, "runs"), 0, n as isize - 1)
+            .await?;
+        Ok(raw
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+
+    /// Notes that the run holding lease `token` started at `started_at`
+    /// (RFC 3339). Trusted only while that token holds the lease (see
+    /// [`ProfileStore::in_flight`]), so a crashed run's note needs no clean-up.
+    pub async fn note_run_started(&self, id: &ViewId, token: &str, started_at: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .hset_multiple(
+                self.keys.view(id, "inflight"),
+                &[("token", token), ("started_at", started_at)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a run of the view holds its lease now, and when it started if
+    /// it noted that: `None` when no run holds the lease; `Some(None)` while
+    /// the holder has not noted its start yet (it just took the lease).
+    pub async fn in_flight(&self, id: &ViewId) -> Result<Option<Option<String>>> {
+        let mut c = self.conn.clone();
+        let (holder, token, started): (Option<String>, Option<String>, Option<String>) =
+            redis::pipe()
+                .get(self.keys.view(id, "lease"))
+                .hget(self.keys.view(id, "inflight"), "token")
+                .hget(self.keys.view(id, "inflight"), "started_at")
+                .query_async(&mut c)
+                .await?;
+        Ok(holder.map(|h| started.filter(|_| token.as_deref() == Some(h.as_str()))))
     }
 
     // ---- passes over profile keys ----

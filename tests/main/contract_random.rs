@@ -919,6 +919,7 @@ impl History {
                 entity: e,
                 ts: *ts,
                 values: vals,
+                delete: false,
             })
             .collect();
         let mut spec = WriteSpec::for_view(&w.view);

@@ -133,14 +133,17 @@ fn view(reshaped: bool) -> Json {
 /// several), the view registered from its file, and `more` config on top.
 fn world(store: &Store, more: impl FnOnce(ConfigToml) -> ConfigToml) -> ParquetWorld {
     let w = ParquetWorld::new();
-    let config = w
-        .config()
-        .set("sync.lookback", "1h")
-        .set("sync.page_rows", 5)
-        .set("sync.write_batch", 2);
-    w.write_config(&more(store.configure(config)));
+    w.write_config(&more(store.configure(config(&w))));
     w.write_view("view.json", &view(false));
     w
+}
+
+/// The world's config (its own single Redis) with small pages.
+fn config(w: &ParquetWorld) -> ConfigToml {
+    w.config()
+        .set("sync.lookback", "1h")
+        .set("sync.page_rows", 5)
+        .set("sync.write_batch", 2)
 }
 
 fn write_round(w: &ParquetWorld, round: i32) {
@@ -264,15 +267,11 @@ async fn core_flow(store: Store) {
     // The same run into a single Redis (the world's own) writes byte for byte
     // the same hashes.
     let ours = hashes(&mut store.conn().await, 1).await;
-    let single = w
-        .config()
-        .set("sync.lookback", "1h")
-        .set("sync.page_rows", 5);
-    w.write_config(&single);
+    w.write_config(&config(&w));
     w.sync();
     let reference = hashes(&mut Conn::Plain(w.redis.connection().await), 1).await;
     assert_eq!(ours, reference, "the hashes differ from a single Redis's");
-    w.write_config(&store.configure(single));
+    w.write_config(&store.configure(config(&w)));
 
     let mut request = store.feast_request();
     request["project"] = json!("signals");
@@ -367,7 +366,9 @@ enum Fault {
 /// once some but not all of round 2 is in the store. That run may fail; the
 /// next one must leave every entity at round 2.
 async fn failover_mid_run(mut store: Store, fault: Fault) {
-    let w = world(&store, |c| c);
+    // A run that fails with its node may leave its lease on the promoted
+    // replica; the next run waits it out, so keep it short.
+    let w = world(&store, |c| c.set("sync.lease_ttl", "3s"));
     write_round(&w, 1);
     w.sync();
     assert_converged(&store, 1, false).await;
@@ -383,7 +384,10 @@ async fn failover_mid_run(mut store: Store, fault: Fault) {
     loop {
         let wrong = differences(&store, 2, false).await.unwrap().len();
         if wrong < total {
-            assert!(wrong > 0, "the run finished before the fault: slow it down");
+            assert!(
+                wrong > 0,
+                "the run finished before the fault: no failpoints (cargo test --features failpoints)?"
+            );
             break;
         }
         assert!(
@@ -484,7 +488,7 @@ async fn sentinel_promoting_a_replica_that_lost_the_latest_writes_resyncs_to_the
 /// its primaries and survives a killed primary with its data; Sentinel moves
 /// the master and the data follows; Valkey answers as Valkey.
 #[tokio::test(flavor = "multi_thread")]
-async fn test_topologies_start_fail_over_and_keep_their_data() {
+async fn topologies_start_fail_over_and_keep_their_data() {
     let mut cluster = RedisCluster::start();
     assert_eq!(cluster.primaries().len(), 3);
     assert_eq!(cluster.urls().len(), 6);
