@@ -10,12 +10,14 @@
 #   2. times a full `materializer sync` (newest-wins guard on) under
 #      /usr/bin/time -v, recording peak RSS;
 #   3. appends 1% new rows and times the incremental `sync` that follows;
-#   4. (1m shape, unless BENCH_READS=0) serves the synced store with `run` and
-#      measures the read API (examples/read_load.rs): requests/s, p50 and p99 of
-#      1-entity and 100-entity requests with 1 and 16 clients, idle and while a
-#      full resync of the same view runs beside them.
+#   4. (1m shape, unless BENCH_READS=0) serves the synced store with `run` and,
+#      beside it, Feast's feature server (`feast serve`, scripts/feast_serve.py,
+#      unless BENCH_FEAST=0) on the same Redis, and measures both with the same
+#      load client (examples/read_load.rs): requests/s, p50 and p99 of 1-entity
+#      and 100-entity requests with 1 and 16 clients; then ours again while a
+#      full resync of the same view runs beside it.
 # and prints one table: rows/s, % of the ceiling, peak RSS, incremental time,
-# then the read table.
+# then the read table (ours beside Feast).
 #
 # Usage: scripts/bench.sh [SHAPE...]   SHAPE = 1m | 200k-x5 | none (default: both)
 # Env: BENCH_DIR (work dir, default target/bench), BENCH_ROWS (default 1000000),
@@ -25,7 +27,14 @@
 #      BENCH_SNOWFLAKE_PAGE_ROWS (the page_rows of those full syncs, one each,
 #      default "10000 1000000 $BENCH_PAGE_ROWS"), BENCH_SNOWFLAKE_CHUNK_ROWS
 #      (the server sends results of more rows in chunks of this many, as
-#      Snowflake does, default 50000).
+#      Snowflake does, default 50000). BENCH_POSTGRES_ROWS (default 1000000,
+#      0 = skip), BENCH_POSTGRES_URL, BENCH_POSTGRES_PAGE_ROWS: see the
+#      PostgreSQL block below. Reads: BENCH_READS (0 = skip),
+#      BENCH_FEAST (0 = no Feast column), BENCH_READ_SHAPES (default
+#      "1x1 16x1 1x100 16x100", clients x entities per request),
+#      BENCH_READ_SECONDS (per run, default 3), BENCH_READ_ROUNDS (runs per
+#      shape and server, the best kept, default 2), BENCH_FEAST_WORKERS
+#      (feast serve --workers, default: the number of cores).
 # Redis runs on a free port, without persistence, and is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -147,9 +156,40 @@ timed_sync() {
   echo "   CPU: materializer ${cpu}s, redis-server ${rcpu}s, wall ${wall}s" >&2
 }
 
-# The read API over the synced store of one shape: idle, then beside a full
-# resync of the same view. Appends lines to `reads`.
+# The read API over the synced store of one shape, beside Feast's own feature
+# server (`feast serve`, unless BENCH_FEAST=0) reading the same Redis: each
+# read shape (clients x entities per request) runs BENCH_READ_ROUNDS times
+# for BENCH_READ_SECONDS, the two servers taking turns, and the round with
+# the most requests/s of each server is kept. Then ours alone again, beside
+# a full resync of the same view. Appends lines to `reads`.
 reads=()
+read_shapes=${BENCH_READ_SHAPES:-"1x1 16x1 1x100 16x100"}
+read_seconds=${BENCH_READ_SECONDS:-3}
+read_rounds=${BENCH_READ_ROUNDS:-2}
+feast_workers=${BENCH_FEAST_WORKERS:-$(nproc)}
+
+# One run of the load client: prints "req/s p50 p99 errors".
+# Args: api (materializer | feast) url clients entities seconds
+load_run() {
+  local out
+  out=$("$load" --api "$1" --url "$2" --join-key domain_userid \
+    --attribute bench_features_v1:TOTAL_REVENUE --ids "$work/ids.txt" \
+    --clients "$3" --batch "$4" --seconds "$5")
+  echo "$out" | sed -E 's/requests\/s ([^ ]+)  p50 ([^ ]+) ms  p99 ([^ ]+) ms  requests [0-9]+  errors ([0-9]+)/\1 \2 \3 \4/'
+}
+
+# Best of `read_rounds` runs; prints "req/s p50 p99 errors" of that run.
+# Args: api url clients entities
+best_of_rounds() {
+  local best="" r line
+  for r in $(seq "$read_rounds"); do
+    line=$(load_run "$1" "$2" "$3" "$4" "$read_seconds")
+    echo "   $1, $3 clients x $4 entities, round $r: $line (req/s p50 p99 errors)" >&2
+    if [ -z "$best" ] || [ "${line%% *}" -gt "${best%% *}" ]; then best=$line; fi
+  done
+  echo "$best"
+}
+
 read_bench() {
   local dir=$1 config=$2 entities=$3
   local api_port=$((port + 2))
@@ -159,35 +199,66 @@ read_bench() {
   "$bin" --config "$dir/reads.toml" run 2>"$work/reads-daemon.log" &
   local daemon=$!
   pids+=("$daemon")
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  local ours=http://127.0.0.1:$api_port feast="" feast_pid=""
+  if [ "${BENCH_FEAST:-1}" = 1 ]; then
+    local feast_port=$((api_port + 1))
+    while listening "$feast_port"; do feast_port=$((feast_port + 1)); done
+    echo "== reads: starting feast serve ($feast_workers workers) on the same Redis" >&2
+    "$(scripts/python-env.sh feast)" scripts/feast_serve.py --redis "redis://127.0.0.1:$port" \
+      --view "$dir/views/bench.json" --repo "$work/feast-repo" --port "$feast_port" \
+      --workers "$feast_workers" >"$work/feast.out" 2>"$work/feast.log" </dev/null &
+    feast_pid=$!
+    pids+=("$feast_pid")
+    for _ in $(seq 600); do curl -sf "http://127.0.0.1:$feast_port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -sf "http://127.0.0.1:$feast_port/health" >/dev/null 2>&1 \
+      || { echo "bench.sh: feast serve did not start:" >&2; tail -20 "$work/feast.log" >&2; exit 1; }
+    feast=http://127.0.0.1:$feast_port
+  fi
+  for _ in $(seq 100); do curl -sf "$ours/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   # The daemon runs the view once at start (incremental here): let it finish,
-  # and warm the connections, before measuring.
+  # and warm the connections (and Feast's registry cache), before measuring.
   sleep 2
-  "$load" --url "http://127.0.0.1:$api_port" --join-key domain_userid \
-    --attribute bench_features_v1:TOTAL_REVENUE --ids "$work/ids.txt" --seconds 1 >/dev/null
-  measure() { # label clients batch seconds
-    local out
-    out=$("$load" --url "http://127.0.0.1:$api_port" --join-key domain_userid \
-      --attribute bench_features_v1:TOTAL_REVENUE --ids "$work/ids.txt" --clients "$2" --batch "$3" --seconds "$4")
-    echo "   $1, $2 clients x $3 entities: $out" >&2
-    reads+=("$(printf '%-12s %7s %8s  %s' "$1" "$2" "$3" "$out")")
-  }
-  echo "== reads: idle" >&2
-  measure idle 1 1 5
-  measure idle 16 1 5
-  measure idle 1 100 5
-  measure idle 16 100 5
-  echo "== reads: beside a full resync" >&2
+  load_run materializer "$ours" 1 1 1 >/dev/null
+  [ -z "$feast" ] || load_run feast "$feast" 1 1 1 >/dev/null
+
+  echo "== reads: idle, $read_rounds rounds of ${read_seconds}s per shape and server" >&2
+  local shape clients batch o f
+  for shape in $read_shapes; do
+    clients=${shape%x*} batch=${shape#*x}
+    o=$(best_of_rounds materializer "$ours" "$clients" "$batch")
+    f="- - - -"
+    [ -z "$feast" ] || f=$(best_of_rounds feast "$feast" "$clients" "$batch")
+    reads+=("$(read_row idle "$clients" "$batch" "$o" "$f")")
+  done
+  [ -z "$feast_pid" ] || { kill "$feast_pid" 2>/dev/null || true; wait "$feast_pid" 2>/dev/null || true; }
+
+  echo "== reads: beside a full resync (ours only)" >&2
   "$bin" --config "$dir/reads.toml" reset --view bench_features >/dev/null
-  curl -sf -X POST "http://127.0.0.1:$api_port/api/v1/sync/bench_features/versions/1/run" >/dev/null
+  curl -sf -X POST "$ours/api/v1/sync/bench_features/versions/1/run" >/dev/null
   sleep 0.5
-  measure during-sync 1 1 3
-  measure during-sync 16 1 3
+  for shape in 1x1 16x1; do
+    clients=${shape%x*} batch=${shape#*x}
+    o=$(load_run materializer "$ours" "$clients" "$batch" 3)
+    echo "   during-sync, $clients clients x $batch entities: $o (req/s p50 p99 errors)" >&2
+    reads+=("$(read_row during-sync "$clients" "$batch" "$o" "- - - -")")
+  done
   local st
-  st=$(curl -sf "http://127.0.0.1:$api_port/api/v1/sync/status" | grep -o '"status":"[a-z]*"' | head -1)
+  st=$(curl -sf "$ours/api/v1/sync/status" | grep -o '"status":"[a-z]*"' | head -1)
   echo "   the resync's run record after the measurements: $st (running = it overlapped all of them)" >&2
   kill "$daemon" 2>/dev/null || true
   wait "$daemon" 2>/dev/null || true
+}
+
+# One line of the read table. Args: label clients entities "ours" "feast",
+# each "req/s p50 p99 errors".
+read_row() {
+  local o f ratio
+  read -r -a o <<<"$4"
+  read -r -a f <<<"$5"
+  ratio=-
+  [ "${f[0]}" = - ] || ratio=$(awk -v a="${o[0]}" -v b="${f[0]}" 'BEGIN { printf "%.1fx", a / b }')
+  printf '%-12s %7s %8s  %9s %8s %8s %6s  %9s %8s %8s %6s  %7s' "$1" "$2" "$3" \
+    "${o[0]}" "${o[1]}" "${o[2]}" "${o[3]}" "${f[0]}" "${f[1]}" "${f[2]}" "${f[3]}" "$ratio"
 }
 
 results=()
@@ -259,6 +330,79 @@ if [ "$sf_rows" -gt 0 ]; then
   page_rows=$default_page_rows
 fi
 
+# --- PostgreSQL (warehouse.kind = "postgres") -------------------------------
+# BENCH_POSTGRES_ROWS rows (default 1000000; 0 = skip) of the 1m shape, seeded
+# server-side with generate_series into schema bench_pg of BENCH_POSTGRES_URL
+# (default postgres://postgres@127.0.0.1:5432/test, the quickstart's server),
+# then one full sync per BENCH_POSTGRES_PAGE_ROWS (default "10000 1000000
+# $BENCH_PAGE_ROWS"): one statement streamed into pages, whatever the size.
+pg_results=()
+postgres_bench() {
+  local pg_rows=${BENCH_POSTGRES_ROWS:-1000000}
+  local url=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+  [ "$pg_rows" -gt 0 ] || return 0
+  command -v psql >/dev/null || { echo "bench.sh: psql not found (scripts/ensure-deps.sh installs PostgreSQL)" >&2; exit 1; }
+  local dir=$work/postgres
+  mkdir -p "$dir/views"
+  echo "== postgres: seeding $pg_rows rows (1m shape) into bench_pg.BENCH_PG" >&2
+  psql -q -v ON_ERROR_STOP=1 "$url" >&2 <<EOF
+DROP SCHEMA IF EXISTS bench_pg CASCADE;
+CREATE SCHEMA bench_pg;
+CREATE TABLE bench_pg."BENCH_PG" ("DOMAIN_USERID" text, "TOTAL_TRANSACTIONS" integer,
+  "TOTAL_REVENUE" bigint, "AVG_ORDER_VALUE" real, "FAVOURITE_CATEGORY" text,
+  "IS_RETURNING" boolean, "UPDATED_AT" timestamp);
+INSERT INTO bench_pg."BENCH_PG"
+  SELECT 'user-' || lpad(s::text, 8, '0'), (s % 1000)::integer, s * 37, (s % 997) / 7.0,
+         (ARRAY['books', 'garden', 'toys', 'music', 'sports'])[1 + s % 5], s % 3 = 0,
+         TIMESTAMP '2024-01-01' + (s * 2592) * INTERVAL '1 millisecond'
+  FROM generate_series(0, $pg_rows - 1) AS s;
+ANALYZE bench_pg."BENCH_PG";
+EOF
+  cat >"$dir/views/bench.json" <<EOF
+{
+  "name": "bench_features", "version": 1,
+  "entity": { "name": "domain_userid" },
+  "batch_source": { "name": "bench_source", "schema": "BENCH_PG",
+                    "table": "BENCH_PG", "timestamp_field": "UPDATED_AT" },
+  "fields": [
+    { "name": "TOTAL_TRANSACTIONS", "type": "int32" },
+    { "name": "TOTAL_REVENUE", "type": "int64" },
+    { "name": "AVG_ORDER_VALUE", "type": "float" },
+    { "name": "FAVOURITE_CATEGORY", "type": "string" },
+    { "name": "IS_RETURNING", "type": "bool" }
+  ],
+  "online": true
+}
+EOF
+  local pg_page_rows rate
+  for pg_page_rows in ${BENCH_POSTGRES_PAGE_ROWS:-10000 1000000 $page_rows}; do
+    cat >"$dir/materializer.toml" <<EOF
+[sync]
+page_rows = $pg_page_rows
+[warehouse]
+kind = "postgres"
+url = "$url"
+query_timeout = "5m"
+[profiles]
+redis_url = "redis://127.0.0.1:$port"
+[registry]
+files = ["$dir/views/*.json"]
+[log]
+level = "warn"
+format = "text"
+EOF
+    redis_cli flushall >/dev/null
+    echo "== postgres full sync, page_rows=$pg_page_rows" >&2
+    timed_sync "$dir/materializer.toml" "postgres-full-$pg_page_rows"
+    rate=$(awk -v r="$read" -v w="$wall" 'BEGIN { printf "%.0f", r / w }')
+    pg_results+=("$(printf '%-10s %9s %9s %7ss %7ss %9s %10s %8s' \
+      "$pg_page_rows" "$read" "$(redis_cli dbsize)" "$wall" "$run_s" "$rate" "$statements" "${rss}MB")")
+  done
+  psql -q "$url" -c 'DROP SCHEMA IF EXISTS bench_pg CASCADE' >&2 || true
+}
+postgres_bench
+# --- end PostgreSQL -----------------------------------------------------------
+
 echo
 echo "materializer $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), page_rows=$page_rows, $(date -u +%FT%TZ)"
 printf '%-8s %9s %9s %7s %7s %9s %13s %13s %6s %7s %9s %6s\n' \
@@ -271,8 +415,16 @@ if [ ${#sf_results[@]} -gt 0 ]; then
   printf '%-10s %9s %9s %8s %8s %9s %10s %8s\n' page_rows rows keys wall run rows/s statements peakRSS
   for r in "${sf_results[@]}"; do echo "$r"; done
 fi
+if [ ${#pg_results[@]} -gt 0 ]; then
+  echo
+  echo "PostgreSQL (warehouse.kind = \"postgres\", 1m shape seeded with generate_series), full sync:"
+  printf '%-10s %9s %9s %8s %8s %9s %10s %8s\n' page_rows rows keys wall run rows/s statements peakRSS
+  for r in "${pg_results[@]}"; do echo "$r"; done
+fi
 if [ ${#reads[@]} -gt 0 ]; then
   echo
-  printf '%-12s %7s %8s  %s\n' reads clients entities result
+  echo "Read API: one attribute of N random entities per request, best of $read_rounds rounds of ${read_seconds}s; feast = feast serve ($feast_workers workers) on the same Redis; p50/p99 in ms"
+  printf '%-12s %7s %8s  %9s %8s %8s %6s  %9s %8s %8s %6s  %7s\n' reads clients entities \
+    ours-req/s p50 p99 errors feast-req/s p50 p99 errors "ours/feast"
   for r in "${reads[@]}"; do echo "$r"; done
 fi

@@ -12,6 +12,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 # promtool (lints /metrics, checks deploy/prometheus rules in the tests).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# PostgreSQL (warehouse.kind = "postgres" tests and bench): a server on 127.0.0.1:5432.
+command -v pg_isready >/dev/null 2>&1 && command -v psql >/dev/null 2>&1 || need+=(postgresql)
 py=${PYTHON:-$(command -v python3.11 || command -v python3 || true)}
 if [ -z "$py" ]; then
   need+=(python3 python3-venv python3-pip)
@@ -46,4 +48,25 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "ensure-deps.sh: cargo not found; install Rust from https://rustup.rs" >&2
   exit 1
+fi
+
+# The tests connect to 127.0.0.1:5432 as postgres, database test, without a
+# password: start the Debian cluster if nothing answers, create `test`, and
+# trust local TCP logins of postgres to `test` (only that database).
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "ensure-deps.sh: starting PostgreSQL" >&2
+  $sudo service postgresql start >&2 || $sudo pg_ctlcluster "$(ls /etc/postgresql | sort -V | tail -1)" main start >&2
+  for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+fi
+if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'SELECT 1' >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  as_pg() { if [ "$(id -u)" -eq 0 ]; then su postgres -c "$*"; else sudo -u postgres sh -c "$*"; fi; }
+  as_pg "psql -Atc \"SELECT 1 FROM pg_database WHERE datname = 'test'\" | grep -q 1 || createdb test" >&2
+  hba=$(as_pg "psql -Atc 'SHOW hba_file'")
+  if ! $sudo grep -q 'materializer tests' "$hba"; then
+    echo "ensure-deps.sh: trusting 127.0.0.1 logins of postgres to database test in $hba" >&2
+    $sudo sed -i '1i host test postgres 127.0.0.1/32 trust # materializer tests' "$hba"
+    as_pg "psql -Atc 'SELECT pg_reload_conf()'" >/dev/null
+  fi
 fi

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 # Create the Python environments up front (one-off, a few minutes on a fresh
 # machine) so no test times out waiting for pip.
-for env in fakesnow feast signals signals04 valkey; do
+for env in fakesnow feast signals signals04 valkey databricks; do
   scripts/python-env.sh "$env" >/dev/null
 done
 cargo test --locked --features failpoints "$@"

@@ -234,6 +234,10 @@ pub enum WarehouseConfig {
     Parquet(ParquetConfig),
     /// `kind = "snowflake"`.
     Snowflake(SnowflakeConfig),
+    /// `kind = "postgres"`: PostgreSQL (and Redshift-style SQL sources).
+    Postgres(PostgresConfig),
+    /// `kind = "databricks"`: a Databricks SQL warehouse.
+    Databricks(DatabricksConfig),
 }
 
 /// The value of `warehouse.kind`.
@@ -243,6 +247,8 @@ pub enum WarehouseKind {
     Snowflake,
     /// Local Parquet files (`path`): the embedded default, no server needed.
     Parquet,
+    Postgres,
+    Databricks,
 }
 
 /// `kind = "parquet"`: tables are Parquet files below a directory.
@@ -300,6 +306,164 @@ pub struct SnowflakeConfig {
     pub ntz_time_zone: String,
 }
 
+/// `kind = "postgres"`: one PostgreSQL database, named by `url` or `url_file`
+/// (exactly one). The URL carries the password, so it is a [`Secret`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct PostgresConfig {
+    /// `postgres://user[:password]@host:port/dbname[?sslmode=disable|prefer|require]`;
+    /// prefer `MATERIALIZER__WAREHOUSE__URL` or `url_file`.
+    pub url: Option<Secret>,
+    /// A file holding the URL (surrounding whitespace trimmed).
+    pub url_file: Option<PathBuf>,
+    /// Upper bound on one statement (client side, and the server's
+    /// `statement_timeout`) and on connecting. Default `2m`.
+    #[serde(default = "default_query_timeout", with = "duration")]
+    pub query_timeout: Duration,
+    /// IANA zone whose wall times `timestamp` (without time zone) values are;
+    /// a view's `batch_source.ntz_time_zone` overrides it. Default `UTC`.
+    #[serde(default = "default_ntz_time_zone")]
+    pub ntz_time_zone: String,
+}
+
+impl PostgresConfig {
+    /// `ntz_time_zone` as a zone; the error names the key.
+    pub fn ntz_zone(&self) -> Result<crate::time::Tz> {
+        ntz_zone(&self.ntz_time_zone)
+    }
+
+    /// The connection URL, from `url` or `url_file`. Errors name the key, never the value.
+    pub fn url(&self) -> Result<Secret> {
+        let url = match (&self.url, &self.url_file) {
+            (Some(_), Some(_)) => bail!("warehouse: set only one of url, url_file"),
+            (Some(u), None) => u.clone(),
+            (None, Some(path)) => Secret(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("warehouse.url_file: cannot read {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => bail!(
+                "warehouse.url: required for kind = \"postgres\" \
+                 (postgres://user[:password]@host:port/dbname; or url_file, or MATERIALIZER__WAREHOUSE__URL)"
+            ),
+        };
+        if url.expose().trim().is_empty() {
+            bail!("warehouse.url: is empty");
+        }
+        Ok(url)
+    }
+
+    fn check(&self) -> Result<()> {
+        let url = self.url()?;
+        crate::warehouse::postgres::parse_url(url.expose())?;
+        Ok(())
+    }
+}
+
+/// `kind = "databricks"`: a SQL warehouse through the SQL Statement Execution
+/// API. Exactly one credential: `token` or `token_file` (a personal access
+/// token), or `client_id` with `client_secret` (OAuth machine-to-machine).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabricksConfig {
+    /// The workspace URL, e.g. `https://dbc-a1b2c3d4-e5f6.cloud.databricks.com`. Required.
+    #[serde(default)]
+    pub host: String,
+    /// The SQL warehouse that runs the statements. Required.
+    #[serde(default)]
+    pub warehouse_id: String,
+    /// Personal access token; prefer `MATERIALIZER__WAREHOUSE__TOKEN` or `token_file`.
+    pub token: Option<Secret>,
+    /// A file holding the personal access token (surrounding whitespace trimmed).
+    pub token_file: Option<PathBuf>,
+    /// OAuth M2M: the service principal's client id (with `client_secret`).
+    pub client_id: Option<String>,
+    /// OAuth M2M: the service principal's secret; prefer `MATERIALIZER__WAREHOUSE__CLIENT_SECRET`.
+    pub client_secret: Option<Secret>,
+    /// Catalog for views whose batch source names no `database`. Default: the warehouse's.
+    pub catalog: Option<String>,
+    /// Schema for views whose batch source names none. Default: the warehouse's.
+    pub schema: Option<String>,
+    /// Upper bound on one statement (from its submission to its end) and on
+    /// one result chunk's download. Default `2m`.
+    #[serde(default = "default_query_timeout", with = "duration")]
+    pub query_timeout: Duration,
+    /// IANA zone whose wall times TIMESTAMP_NTZ values are; a view's
+    /// `batch_source.ntz_time_zone` overrides it. Default `UTC`.
+    #[serde(default = "default_ntz_time_zone")]
+    pub ntz_time_zone: String,
+}
+
+/// How the daemon proves who it is to Databricks.
+pub enum DatabricksAuth {
+    Token(Secret),
+    OAuth {
+        client_id: String,
+        client_secret: Secret,
+    },
+}
+
+impl DatabricksConfig {
+    /// `ntz_time_zone` as a zone; the error names the key.
+    pub fn ntz_zone(&self) -> Result<crate::time::Tz> {
+        ntz_zone(&self.ntz_time_zone)
+    }
+
+    /// The credential, from the config or the token file. Errors name keys, never values.
+    pub fn auth(&self) -> Result<DatabricksAuth> {
+        let nonempty = |key: &str, s: Secret| -> Result<Secret> {
+            if s.expose().trim().is_empty() {
+                bail!("warehouse.{key}: is empty");
+            }
+            Ok(s)
+        };
+        let oauth = self.client_id.is_some() || self.client_secret.is_some();
+        match (&self.token, &self.token_file, oauth) {
+            (Some(_), Some(_), _) | (Some(_), _, true) | (_, Some(_), true) => bail!(
+                "warehouse: set only one of token, token_file, client_id + client_secret"
+            ),
+            (Some(t), None, false) => Ok(DatabricksAuth::Token(nonempty("token", t.clone())?)),
+            (None, Some(path), false) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("warehouse.token_file: cannot read {}", path.display())
+                })?;
+                Ok(DatabricksAuth::Token(nonempty(
+                    "token_file",
+                    Secret(text.trim().to_string()),
+                )?))
+            }
+            (None, None, true) => match (&self.client_id, &self.client_secret) {
+                (Some(id), Some(secret)) if !id.trim().is_empty() => Ok(DatabricksAuth::OAuth {
+                    client_id: id.trim().to_string(),
+                    client_secret: nonempty("client_secret", secret.clone())?,
+                }),
+                (Some(_), Some(_)) => bail!("warehouse.client_id: is empty"),
+                (Some(_), None) => bail!("warehouse.client_secret: required with client_id"),
+                (None, _) => bail!("warehouse.client_id: required with client_secret"),
+            },
+            (None, None, false) => bail!(
+                "warehouse: no credentials; set token (MATERIALIZER__WAREHOUSE__TOKEN), \
+                 token_file, or client_id + client_secret"
+            ),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.host.trim().is_empty() {
+            bail!("warehouse.host: required for kind = \"databricks\" (the workspace URL, https://...)");
+        }
+        let host = url::Url::parse(self.host.trim())
+            .map_err(|e| anyhow::anyhow!("warehouse.host: not a URL: {e}"))?;
+        if !matches!(host.scheme(), "https" | "http") || host.host_str().is_none() {
+            bail!("warehouse.host: not an http(s) URL with a host");
+        }
+        if self.warehouse_id.trim().is_empty() {
+            bail!("warehouse.warehouse_id: required for kind = \"databricks\"");
+        }
+        self.auth()?;
+        Ok(())
+    }
+}
+
 fn default_query_timeout() -> Duration {
     Duration::from_secs(120)
 }
@@ -324,6 +488,8 @@ impl WarehouseConfig {
         match self {
             WarehouseConfig::Parquet(_) => WarehouseKind::Parquet,
             WarehouseConfig::Snowflake(_) => WarehouseKind::Snowflake,
+            WarehouseConfig::Postgres(_) => WarehouseKind::Postgres,
+            WarehouseConfig::Databricks(_) => WarehouseKind::Databricks,
         }
     }
 
@@ -332,6 +498,8 @@ impl WarehouseConfig {
         match self {
             WarehouseConfig::Parquet(p) => p.ntz_zone(),
             WarehouseConfig::Snowflake(s) => s.ntz_zone(),
+            WarehouseConfig::Postgres(p) => p.ntz_zone(),
+            WarehouseConfig::Databricks(d) => d.ntz_zone(),
         }
     }
 
@@ -350,7 +518,7 @@ impl WarehouseConfig {
             kind: WarehouseKind,
         }
         if !matches!(section.kind, ::config::ValueKind::Table(_)) {
-            bail!("warehouse: expected a table with kind = \"parquet\" or \"snowflake\"");
+            bail!("warehouse: expected a table with kind = \"parquet\", \"snowflake\", \"postgres\" or \"databricks\"");
         }
         let section = ::config::Value::new(
             None,
@@ -377,6 +545,16 @@ impl WarehouseConfig {
                     serde_ignored::deserialize(section, &mut unknown).map_err(shown)?;
                 WarehouseConfig::Snowflake(s.warehouse)
             }
+            WarehouseKind::Postgres => {
+                let s: Section<PostgresConfig> =
+                    serde_ignored::deserialize(section, &mut unknown).map_err(shown)?;
+                WarehouseConfig::Postgres(s.warehouse)
+            }
+            WarehouseKind::Databricks => {
+                let s: Section<DatabricksConfig> =
+                    serde_ignored::deserialize(section, &mut unknown).map_err(shown)?;
+                WarehouseConfig::Databricks(s.warehouse)
+            }
         })
     }
 
@@ -385,6 +563,8 @@ impl WarehouseConfig {
         match self {
             WarehouseConfig::Parquet(p) => p.check(),
             WarehouseConfig::Snowflake(s) => s.check(),
+            WarehouseConfig::Postgres(p) => p.check(),
+            WarehouseConfig::Databricks(d) => d.check(),
         }
     }
 }
@@ -1198,9 +1378,21 @@ password = "hunter2"
         assert_eq!(c.scheduler.stall_after, Duration::from_secs(120));
         for (key, value, named) in [
             ("MATERIALIZER__SYNC__RUN_HISTORY", "0", "sync.run_history"),
-            ("MATERIALIZER__SYNC__RUN_HISTORY", "1001", "sync.run_history"),
-            ("MATERIALIZER__SCHEDULER__STALL_AFTER", "5s", "scheduler.stall_after"),
-            ("MATERIALIZER__SCHEDULER__STALL_AFTER", "2h", "scheduler.stall_after"),
+            (
+                "MATERIALIZER__SYNC__RUN_HISTORY",
+                "1001",
+                "sync.run_history",
+            ),
+            (
+                "MATERIALIZER__SCHEDULER__STALL_AFTER",
+                "5s",
+                "scheduler.stall_after",
+            ),
+            (
+                "MATERIALIZER__SCHEDULER__STALL_AFTER",
+                "2h",
+                "scheduler.stall_after",
+            ),
         ] {
             let Err(e) = load(MINIMAL, &[(key, value)]) else {
                 panic!("{key}={value} was accepted");

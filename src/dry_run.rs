@@ -286,11 +286,12 @@ async fn read_stored<'a>(
         return Ok(Vec::new());
     }
     let n = spec.fields.len();
-    let corrupt = |what: &str, e: String| crate::profiles::StoreError::Corrupt(format!("{what}: {e}"));
+    let corrupt =
+        |what: &str, e: String| crate::profiles::StoreError::Corrupt(format!("{what}: {e}"));
     let mut out = Vec::with_capacity(cmds.len());
     for reply in store.run_all(cmds, &slots).await? {
-        let mut raw: Vec<Option<Vec<u8>>> = redis::from_redis_value(&reply)
-            .map_err(|e| corrupt("profile reply", e.to_string()))?;
+        let mut raw: Vec<Option<Vec<u8>>> =
+            redis::from_redis_value(&reply).map_err(|e| corrupt("profile reply", e.to_string()))?;
         let erased_view = raw.pop().flatten();
         let erased_all = raw.pop().flatten();
         let generation = raw.pop().flatten();
@@ -342,7 +343,10 @@ mod tests {
     #[test]
     fn a_newer_stored_time_makes_the_row_stale_and_an_equal_one_overwrites() {
         let s = stored(Some(10), 0, &[Some(A), Some(A)]);
-        assert_eq!(classify(9, &[(0, B), (1, B)], false, 0, &s).0, Change::Stale);
+        assert_eq!(
+            classify(9, &[(0, B), (1, B)], false, 0, &s).0,
+            Change::Stale
+        );
         // Equal time: a correction lands, so it is a change, field by field.
         assert_eq!(
             classify(10, &[(0, A), (1, B)], false, 0, &s),
@@ -396,10 +400,7 @@ mod tests {
     #[test]
     fn a_soft_delete_changes_only_what_is_stored() {
         let s = stored(Some(10), 0, &[Some(A), None]);
-        assert_eq!(
-            classify(11, &[], true, 0, &s),
-            (Change::Changed, vec![0])
-        );
+        assert_eq!(classify(11, &[], true, 0, &s), (Change::Changed, vec![0]));
         let gone = stored(Some(10), 0, &[None, None]);
         assert_eq!(classify(11, &[], true, 0, &gone).0, Change::Unchanged);
         assert_eq!(classify(9, &[], true, 0, &s).0, Change::Stale);

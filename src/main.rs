@@ -299,7 +299,7 @@ async fn sync_once(loaded: Loaded, args: SyncArgs) -> Result<ExitCode> {
         let Some((rec, outcome)) = result else {
             failed = true;
             if args.json {
-                docs.push(sync_doc(&view, None, "offline", Some(OFFLINE)));
+                docs.push(sync_doc(view, None, "offline", Some(OFFLINE)));
             } else {
                 println!("{}  skipped: {OFFLINE}", view.id());
             }
@@ -309,7 +309,7 @@ async fn sync_once(loaded: Loaded, args: SyncArgs) -> Result<ExitCode> {
             failed |= outcome.is_err();
             let error = outcome.as_ref().err().map(ToString::to_string);
             let kind = outcome.as_ref().map_or_else(|e| e.kind(), |()| "ok");
-            docs.push(sync_doc(&view, Some(&rec), kind, error.as_deref()));
+            docs.push(sync_doc(view, Some(&rec), kind, error.as_deref()));
             continue;
         }
         let wm = format!(
@@ -579,10 +579,16 @@ async fn health(loaded: Loaded, ready: bool, timeout: Duration) -> Result<ExitCo
             let body = resp.text().await.unwrap_or_default();
             let body: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
             let body: String = body.chars().take(300).collect();
-            (status.is_success(), format!("{} {}", status.as_u16(), printable(&body)))
+            (
+                status.is_success(),
+                format!("{} {}", status.as_u16(), printable(&body)),
+            )
         }
         Err(e) if e.is_timeout() => (false, format!("no answer within {timeout:?}")),
-        Err(e) => (false, format!("no answer: {}", printable(&format!("{e:#}")))),
+        Err(e) => (
+            false,
+            format!("no answer: {}", printable(&format!("{e:#}"))),
+        ),
     };
     println!(
         "{}: GET {url} -> {answer}",

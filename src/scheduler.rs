@@ -54,7 +54,9 @@ impl Heartbeat {
             born: std::time::Instant::now(),
             last_ms: AtomicU64::new(0),
             stall_after_ms: AtomicU64::new(
-                crate::config::SchedulerConfig::default().stall_after.as_millis() as u64,
+                crate::config::SchedulerConfig::default()
+                    .stall_after
+                    .as_millis() as u64,
             ),
         }
     }

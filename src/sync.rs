@@ -401,7 +401,11 @@ impl Runner {
                 tracing::debug!(view = %id, lease = %token, "lease taken; run started");
                 // For `sync_started_at` in the sync status; a note that cannot be
                 // written only leaves that field empty.
-                if let Err(e) = self.store.note_run_started(&id, &token, &rec.started_at).await {
+                if let Err(e) = self
+                    .store
+                    .note_run_started(&id, &token, &rec.started_at)
+                    .await
+                {
                     tracing::debug!(view = %id, error = %e, "could not note the run's start");
                 }
                 let lease_lost = CancellationToken::new();
@@ -462,7 +466,11 @@ impl Runner {
                 rec.last_error = Some(format!("{}: {e}", rec.finished_at.as_deref().unwrap_or("")));
             }
         }
-        if let Err(e) = self.store.record_run(&id, &rec, self.config.run_history).await {
+        if let Err(e) = self
+            .store
+            .record_run(&id, &rec, self.config.run_history)
+            .await
+        {
             tracing::warn!(view = %id, error = %e, "could not save run record");
         }
         let label = match &outcome {

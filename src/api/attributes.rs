@@ -19,6 +19,7 @@
 //! ([`super::views`]), checked against the registry as of now before an
 //! unknown view or attribute is answered 404.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Bytes;
@@ -30,6 +31,15 @@ use serde_json::{Map, Value as Json_};
 
 use super::{json_body, ApiError, ApiResult, Shared};
 use crate::model::View;
+
+/// One view's share of a request.
+struct Read<'a> {
+    view: &'a View,
+    /// The view's fields asked for (indices into `view.fields`), ascending.
+    fields: Vec<usize>,
+    /// The distinct identifiers asked for, sorted.
+    ids: Vec<&'a str>,
+}
 
 /// One requested attribute, resolved.
 struct Wanted {
@@ -216,15 +226,13 @@ pub async fn get_online_attributes(
         Err(e) => return Err(e),
     };
 
-    // Each view once, for the distinct entities it is asked for, whatever
-    // the number of its attributes asked; all views in one read (one round
-    // trip per Redis node).
-    let mut reads: Vec<(&View, Vec<&str>)> = Vec::new();
-    let mut read_of: Vec<usize> = Vec::with_capacity(wanted.len());
+    // Each view once, for the distinct entities and only the attributes it
+    // is asked for; all views in one read (one round trip per Redis node).
+    let mut reads: Vec<Read<'_>> = Vec::new();
     for w in &wanted {
         let view = &views[&w.feast_name];
-        let i = match reads.iter().position(|(v, _)| std::ptr::eq(*v, view)) {
-            Some(i) => i,
+        match reads.iter_mut().find(|r| std::ptr::eq(r.view, view)) {
+            Some(r) => r.fields.push(w.field),
             None => {
                 let mut ids: Vec<&str> = keys[view.entity.join_key()]
                     .iter()
@@ -233,29 +241,59 @@ pub async fn get_online_attributes(
                     .collect();
                 ids.sort_unstable();
                 ids.dedup();
-                reads.push((view, ids));
-                reads.len() - 1
+                reads.push(Read {
+                    view,
+                    fields: vec![w.field],
+                    ids,
+                });
             }
-        };
-        read_of.push(i);
+        }
     }
-    let asked: Vec<(&View, &[&str])> = reads.iter().map(|(v, ids)| (*v, &ids[..])).collect();
+    for r in &mut reads {
+        r.fields.sort_unstable();
+        r.fields.dedup();
+    }
+    // A view narrowed to the attributes asked: Redis sends, and we decode,
+    // only those (and the timestamp the ttl needs).
+    let narrowed: Vec<Cow<'_, View>> = reads
+        .iter()
+        .map(|r| {
+            if r.fields.len() == r.view.fields.len() {
+                Cow::Borrowed(r.view)
+            } else {
+                Cow::Owned(View {
+                    fields: r.fields.iter().map(|&f| r.view.fields[f].clone()).collect(),
+                    ..r.view.clone()
+                })
+            }
+        })
+        .collect();
+    let asked: Vec<(&View, &[&str])> = narrowed
+        .iter()
+        .zip(&reads)
+        .map(|(v, r)| (v.as_ref(), &r.ids[..]))
+        .collect();
     let found = state.store.read_views(&asked).await?;
 
     let mut out = Map::new();
     for (k, ids) in &keys {
         out.insert(k.clone(), Json_::from(ids.clone()));
     }
-    for (w, &r) in wanted.iter().zip(&read_of) {
-        let (view, ids) = &reads[r];
-        let profiles = &found[r];
-        let column: Vec<Json_> = keys[view.entity.join_key()]
+    for w in &wanted {
+        let (r, profiles) = reads
+            .iter()
+            .zip(&found)
+            .find(|(r, _)| r.view.feast_name() == w.feast_name)
+            .expect("every wanted view is read");
+        // Ascending in both the view and the narrowed view.
+        let field = r.fields.binary_search(&w.field).expect("asked field");
+        let column: Vec<Json_> = keys[r.view.entity.join_key()]
             .iter()
             .map(|id| {
                 id.as_deref()
-                    .and_then(|id| ids.binary_search(&id).ok())
+                    .and_then(|id| r.ids.binary_search(&id).ok())
                     .and_then(|at| profiles[at].as_ref())
-                    .and_then(|p| p.values.get(w.field))
+                    .and_then(|p| p.values.get(field))
                     .map_or(Json_::Null, |(_, v)| v.clone())
             })
             .collect();

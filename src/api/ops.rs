@@ -6,12 +6,15 @@
 //!   (`"status": "stalled"`) once it has not gone round for
 //!   `scheduler.stall_after`: restarting the process is what helps then;
 //! - `/readyz` gates only on what serving reads needs: 200 while Redis answers
-//!   a PING, 503 when it does not. The warehouse is probed and reported in the
-//!   body (`"warehouse": "unavailable"`) without failing readiness, so a
-//!   warehouse outage never takes the read API out of a load balancer (the
-//!   probe result is reused for [`WAREHOUSE_PROBE_TTL`], so frequent probes do
-//!   not log in every time). Both bodies name what failed, never the error
-//!   itself (no token is needed to ask; the error goes to the log);
+//!   a PING within [`REDIS_PROBE_TIMEOUT`], else 503. The warehouse is probed
+//!   and reported in the body (`"warehouse": "ok" | "unavailable" |
+//!   "unknown"`) without failing readiness, so a warehouse outage never takes
+//!   the read API out of a load balancer. Its probe result is reused for
+//!   [`WAREHOUSE_PROBE_TTL`] (frequent probes do not log in every time), and
+//!   an answer never waits more than [`WAREHOUSE_PROBE_WAIT`] for it: a slow
+//!   probe finishes in the background (`"unknown"` meanwhile). Both bodies
+//!   name what failed, never the error itself (no token is needed to ask; the
+//!   error goes to the log);
 //! - `/metrics` is Prometheus text;
 //! - `GET /api/v1/sync/status` is exactly what `status --json` prints: each
 //!   registered view's status, its [`BatchSyncStatus`] and its kept run
@@ -42,7 +45,13 @@ use crate::registry;
 use crate::scheduler::Command;
 
 pub const WAREHOUSE_PROBE_TTL: Duration = Duration::from_secs(15);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one warehouse probe may take (a login can be slow).
+const WAREHOUSE_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `/readyz` waits for a warehouse probe before answering without it.
+pub const WAREHOUSE_PROBE_WAIT: Duration = Duration::from_secs(2);
+/// A Redis slower than this to PING is not serving reads either; load
+/// balancers' probes time out after a second or a few.
+pub const REDIS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a failed run's interval starts when the run read the whole table.
 const BEGINNING: &str = "1970-01-01T00:00:00Z";
@@ -86,7 +95,9 @@ pub enum SyncState {
 /// One failed run as the SDK's `SyncError`: the window it tried to read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyncError {
-    /// The watermark the run started from ([`BEGINNING`] for a full read).
+    /// The watermark the run started from: its own record's, else the view's
+    /// committed one (a run that failed early never read it, and nothing
+    /// committed since), else [`BEGINNING`] (a full read).
     pub interval_start: String,
     /// When the run started: it read rows up to then.
     pub interval_end: String,
@@ -110,6 +121,7 @@ pub fn batch_sync_status(
             interval_start: r
                 .watermark_before
                 .clone()
+                .or_else(|| watermark.clone())
                 .unwrap_or_else(|| BEGINNING.to_string()),
             interval_end: r.started_at.clone(),
             message: r.error.clone().unwrap_or_else(|| "failed".into()),
@@ -203,34 +215,66 @@ pub async fn health_all() -> Json<Json_> {
     Json(json!({ "status": "ok", "dependencies": {} }))
 }
 
-async fn probe_warehouse(state: &Shared) -> Result<(), String> {
-    let mut last = state.warehouse_probe.lock().await;
+/// The warehouse's state as last probed; `None` while a probe is in flight
+/// for longer than [`WAREHOUSE_PROBE_WAIT`].
+async fn probe_warehouse(state: &Shared) -> Option<Result<(), String>> {
+    // Held only by a probe: busy means one is in flight, and waiting for it
+    // would make readiness as slow as the warehouse.
+    let Ok(last) = state.warehouse_probe.try_lock() else {
+        return None;
+    };
     if let Some((at, result)) = last.as_ref() {
         if at.elapsed() < WAREHOUSE_PROBE_TTL {
-            return result.clone();
+            return Some(result.clone());
         }
     }
-    let result = match tokio::time::timeout(PROBE_TIMEOUT, state.warehouse.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
-    };
-    *last = Some((Instant::now(), result.clone()));
-    result
+    drop(last);
+    let state = state.clone();
+    // Its own task, so a probe outlives an answer that stopped waiting and
+    // still caches what it found.
+    let probe = tokio::spawn(async move {
+        let mut last = state.warehouse_probe.lock().await;
+        if let Some((at, result)) = last.as_ref() {
+            if at.elapsed() < WAREHOUSE_PROBE_TTL {
+                return result.clone();
+            }
+        }
+        let result =
+            match tokio::time::timeout(WAREHOUSE_PROBE_TIMEOUT, state.warehouse.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {}s",
+                    WAREHOUSE_PROBE_TIMEOUT.as_secs()
+                )),
+            };
+        *last = Some((Instant::now(), result.clone()));
+        result
+    });
+    tokio::time::timeout(WAREHOUSE_PROBE_WAIT, probe)
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
 pub async fn readyz(State(state): State<Shared>) -> impl IntoResponse {
-    let redis = match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
+    let redis = async {
+        match tokio::time::timeout(REDIS_PROBE_TIMEOUT, state.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!(
+                "no answer within {}s",
+                REDIS_PROBE_TIMEOUT.as_secs()
+            )),
+        }
     };
-    let warehouse = probe_warehouse(&state).await;
+    let (redis, warehouse) = tokio::join!(redis, probe_warehouse(&state));
     // Unauthenticated: name what failed, keep the details (account names,
     // server messages) for the log.
-    let shown = |what: &str, r: &Result<(), String>| match r {
-        Ok(()) => json!("ok"),
-        Err(e) => {
+    let shown = |what: &str, r: Option<&Result<(), String>>| match r {
+        None => json!("unknown"),
+        Some(Ok(())) => json!("ok"),
+        Some(Err(e)) => {
             tracing::warn!(check = what, error = %e, "readiness check failed");
             json!("unavailable")
         }
@@ -246,7 +290,10 @@ pub async fn readyz(State(state): State<Shared>) -> impl IntoResponse {
         },
         Json(json!({
             "status": if ready { "ready" } else { "not ready" },
-            "checks": { "redis": shown("redis", &redis), "warehouse": shown("warehouse", &warehouse) },
+            "checks": {
+                "redis": shown("redis", Some(&redis)),
+                "warehouse": shown("warehouse", warehouse.as_ref()),
+            },
         })),
     )
 }
@@ -361,13 +408,17 @@ mod tests {
                     interval_end: "t4".into(),
                     message: "boom at t4".into()
                 },
+                // It failed before reading its watermark: the committed one.
                 SyncError {
-                    interval_start: BEGINNING.into(),
+                    interval_start: "w2".into(),
                     interval_end: "t2".into(),
                     message: "boom at t2".into()
                 },
             ]
         );
+        // No watermark at all: the failed run was a full read.
+        let full = batch_sync_status("DB.S.T", None, &runs[2..], None);
+        assert_eq!(full.errors[0].interval_start, BEGINNING);
         assert_eq!(s.last_synced_at.as_deref(), Some("t1+done"));
         assert_eq!(s.records_synced, Some(5));
         assert_eq!(s.source_table.as_deref(), Some("DB.S.T"));

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 
@@ -144,28 +144,50 @@ impl Sentinel {
         Ok(c)
     }
 
-    /// After a failure that a failover explains, forgets the master so the
-    /// next call asks the sentinels; a demoted master's `READONLY` becomes a
-    /// retryable error (the store is moving, not refusing).
-    fn after<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
-        let Err(e) = r else { return r };
-        let moved = e.kind() == ErrorKind::ReadOnly;
-        if moved
-            || e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_timeout()
-            || e.kind() == ErrorKind::MasterDown
-        {
-            *self.0.master.lock().unwrap() = None;
+    /// Runs `call` on the master. During a failover the sentinels name the
+    /// old master for a moment: a refused connection or `READONLY` (nothing
+    /// ran) is tried again on the master the sentinels name then, for up to
+    /// about 6 s. A connection dropped mid-call is not retried (the call may
+    /// have run), but the next call asks the sentinels again.
+    async fn run<T, F, Fut>(&self, call: F) -> redis::RedisResult<T>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let r = match self.master().await {
+                Ok(c) => call(c).await,
+                Err(e) => Err(e),
+            };
+            let Err(e) = r else { return r };
+            // The old master refusing writes, or the sentinels naming no
+            // master that answers as one yet.
+            let nothing_ran = matches!(
+                e.kind(),
+                ErrorKind::ReadOnly | ErrorKind::MasterNameNotFoundBySentinel
+            ) || e.is_connection_refusal();
+            if nothing_ran
+                || e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.kind() == ErrorKind::MasterDown
+            {
+                *self.0.master.lock().unwrap() = None;
+            }
+            if nothing_ran && delay < Duration::from_secs(4) {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                continue;
+            }
+            if e.kind() == ErrorKind::ReadOnly {
+                return Err(RedisError::from((
+                    ErrorKind::TryAgain,
+                    "the master became a replica (Sentinel failover)",
+                )));
+            }
+            return Err(e);
         }
-        if moved {
-            return Err(RedisError::from((
-                ErrorKind::TryAgain,
-                "the master became a replica (Sentinel failover)",
-            )));
-        }
-        Err(e)
     }
 }
 
@@ -175,9 +197,8 @@ impl ConnectionLike for Conn {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
             Conn::Sentinel(s) => Box::pin(async move {
-                let mut c = s.master().await?;
-                let r = c.req_packed_command(cmd).await;
-                s.after(r)
+                s.run(|mut c| async move { c.req_packed_command(cmd).await })
+                    .await
             }),
         }
     }
@@ -192,9 +213,8 @@ impl ConnectionLike for Conn {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Sentinel(s) => Box::pin(async move {
-                let mut c = s.master().await?;
-                let r = c.req_packed_commands(cmd, offset, count).await;
-                s.after(r)
+                s.run(|mut c| async move { c.req_packed_commands(cmd, offset, count).await })
+                    .await
             }),
         }
     }
@@ -204,6 +224,27 @@ impl ConnectionLike for Conn {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
             Conn::Sentinel(_) => 0,
+        }
+    }
+}
+
+const SLOTS: usize = 16384;
+const UNSERVED: u16 = u16::MAX;
+
+/// Which primary serves each slot of a cluster.
+#[derive(Debug, Clone)]
+pub struct SlotMap {
+    pub nodes: Vec<Node>,
+    /// Per slot, an index into `nodes` ([`UNSERVED`] when no node serves it).
+    owner: Vec<u16>,
+}
+
+impl SlotMap {
+    /// The primary serving `slot`, if any.
+    pub fn node_of(&self, slot: u16) -> Option<usize> {
+        match self.owner.get(slot as usize) {
+            Some(&i) if i != UNSERVED => Some(i as usize),
+            _ => None,
         }
     }
 }
@@ -225,33 +266,70 @@ impl Conn {
     /// The cluster's primaries (from `CLUSTER SLOTS`); empty for one Redis or
     /// Sentinel, where the one master holds every key.
     pub async fn primaries(&self) -> redis::RedisResult<Vec<Node>> {
+        Ok(self.slot_map().await?.map(|m| m.nodes).unwrap_or_default())
+    }
+
+    /// Which primary serves each slot, as the cluster says now (`None`: not
+    /// a cluster).
+    pub async fn slot_map(&self) -> redis::RedisResult<Option<SlotMap>> {
         let Conn::Cluster(c) = self else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let mut c = c.clone();
         let ranges: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await?;
-        let mut nodes = Vec::new();
+        let mut map = SlotMap {
+            nodes: Vec::new(),
+            owner: vec![UNSERVED; SLOTS],
+        };
         for range in ranges {
             // [start, end, [host, port, id, ...] (the primary), replicas...]
             let Value::Array(parts) = range else { continue };
-            let Some(Value::Array(primary)) = parts.get(2) else {
+            let (Some(start), Some(end), Some(Value::Array(primary))) =
+                (parts.first(), parts.get(1), parts.get(2))
+            else {
                 continue;
             };
-            if let (Some(host), Some(port)) = (primary.first(), primary.get(1)) {
-                let host: String = redis::from_redis_value(host)?;
-                let port: u16 = redis::from_redis_value(port)?;
+            let (Some(host), Some(port)) = (primary.first(), primary.get(1)) else {
+                continue;
+            };
+            let node = Node {
+                host: redis::from_redis_value(host)?,
+                port: redis::from_redis_value(port)?,
                 // Failed replicas are not listed.
-                let replicas = parts.len().saturating_sub(3);
-                nodes.push(Node {
-                    host,
-                    port,
-                    replicas,
-                });
+                replicas: parts.len().saturating_sub(3),
+            };
+            let i = match map
+                .nodes
+                .iter()
+                .position(|n| n.host == node.host && n.port == node.port)
+            {
+                Some(i) => i,
+                None => {
+                    map.nodes.push(node);
+                    map.nodes.len() - 1
+                }
+            };
+            let start: usize = redis::from_redis_value(start)?;
+            let end: usize = redis::from_redis_value(end)?;
+            for slot in start..=end.min(SLOTS - 1) {
+                map.owner[slot] = i as u16;
             }
         }
-        nodes.sort();
-        nodes.dedup();
-        Ok(nodes)
+        Ok(Some(map))
+    }
+
+    /// Sends `pipe` as it is to the primary that serves `slot` (by the
+    /// client's slot map, which follows failovers): the fast way to reach a
+    /// primary with calls of many of its slots. An error in any call (`MOVED`
+    /// for a slot that moved in a resharding among them) fails it whole.
+    pub async fn pipeline_via(&self, slot: u16, pipe: &Pipeline) -> redis::RedisResult<Vec<Value>> {
+        match self {
+            Conn::Cluster(c) => {
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                c.clone().route_pipeline(pipe, 0, pipe.len(), route).await
+            }
+            _ => pipe.query_async(&mut self.clone()).await,
+        }
     }
 
     /// Runs `cmd` on `node` of a cluster (`None`, or not a cluster: the only node).

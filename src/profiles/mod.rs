@@ -29,6 +29,7 @@ pub mod read;
 pub mod state;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -184,9 +185,17 @@ pub fn view_hash_fields(view: &View) -> Vec<Vec<u8>> {
 
 /// Newest-wins script calls encoded by [`ProfileStore::prepare`], ready to send.
 pub struct PreparedWrite {
-    /// On a cluster, each pipeline holds the calls of one slot.
-    pipelines: Vec<redis::Pipeline>,
+    groups: Vec<CallGroup>,
     rows: u64,
+}
+
+/// Script calls sent as one pipeline: on a cluster, those of one primary
+/// (`one_primary`, by the slot map), or of one slot when no map is known.
+struct CallGroup {
+    pipeline: redis::Pipeline,
+    one_primary: bool,
+    /// The slot of each call (a cluster only), to resend them slot by slot.
+    slots: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -262,6 +271,8 @@ pub struct RunRecord {
 pub struct ProfileStore {
     opener: conn::Opener,
     conn: conn::Conn,
+    /// A cluster's slot map, read at every run's start (see [`ProfileStore::prepare`]).
+    slot_map: Arc<std::sync::Mutex<Option<Arc<conn::SlotMap>>>>,
     project: String,
     keys: state::Keys,
     script: redis::Script,
@@ -298,6 +309,7 @@ impl ProfileStore {
         let store = ProfileStore {
             opener,
             conn,
+            slot_map: Arc::default(),
             project: cfg.project.clone(),
             keys: state::Keys::new(&cfg.state_prefix, &cfg.project),
             script: redis::Script::new(NEWEST_WINS),
@@ -389,7 +401,8 @@ impl ProfileStore {
     /// call) without sending them. The result owns its bytes, so a caller can
     /// encode the next page while Redis runs this one. On a cluster, a call
     /// holds entities of one slot only (Redis runs a script on one slot's
-    /// keys), and each slot's calls make one pipeline.
+    /// keys), and the calls of each primary (by the slot map read at
+    /// [`ProfileStore::load_scripts`]) make one pipeline.
     pub fn prepare(&self, spec: &WriteSpec, rows: &[Upsert<'_>], batch: usize) -> PreparedWrite {
         let batch = batch.max(1);
         let keys: Vec<Vec<u8>> = rows
@@ -406,12 +419,21 @@ impl ProfileStore {
         } else {
             Vec::new()
         };
+        let map = self.slot_map.lock().expect("slot map lock").clone();
+        // Which pipeline a slot's calls go to: its primary's (numbered below
+        // 2^16), or (no map yet, or a slot no primary serves) its own; one
+        // pipeline on one Redis.
+        let group_of = |slot: Option<u16>| match (slot, &map) {
+            (Some(s), Some(m)) => m.node_of(s).unwrap_or((usize::from(s) + 1) << 16),
+            (Some(s), None) => usize::from(s),
+            (None, _) => 0,
+        };
         let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| slots.get(i).copied().unwrap_or(0));
+        order.sort_by_key(|&i| slots.get(i).copied().map(|s| (group_of(Some(s)), s)));
         // Crash tests only: one call per pipeline, so a crash can land between
         // two of them, leaving half a page in Redis.
         let call_per_pipeline = crate::failpoints::armed("mid_page");
-        let mut pipelines = vec![redis::pipe()];
+        let mut groups: Vec<CallGroup> = Vec::new();
         let mut start = 0;
         while start < order.len() {
             let slot_of = |n: usize| slots.get(order[n]).copied();
@@ -419,17 +441,27 @@ impl ProfileStore {
             while end < order.len() && end - start < batch && slot_of(end) == slot_of(start) {
                 end += 1;
             }
-            let new_pipeline =
-                start > 0 && (call_per_pipeline || (cluster && slot_of(start) != slot_of(start - 1)));
-            if new_pipeline {
-                pipelines.push(redis::pipe());
+            let group = group_of(slot_of(start));
+            let same_group =
+                start > 0 && !call_per_pipeline && group_of(slot_of(start - 1)) == group;
+            if !same_group {
+                let one_primary = slot_of(start)
+                    .zip(map.as_ref())
+                    .is_some_and(|(s, m)| m.node_of(s).is_some());
+                groups.push(CallGroup {
+                    pipeline: redis::pipe(),
+                    one_primary,
+                    slots: Vec::new(),
+                });
             }
-            let call = self.encode_call(spec, &order[start..end], rows, &keys);
-            pipelines.last_mut().expect("one pipeline at least").add_command(call);
+            let g = groups.last_mut().expect("one group at least");
+            g.pipeline
+                .add_command(self.encode_call(spec, &order[start..end], rows, &keys));
+            g.slots.extend(slot_of(start));
             start = end;
         }
         PreparedWrite {
-            pipelines,
+            groups,
             rows: rows.len() as u64,
         }
     }
@@ -484,11 +516,11 @@ impl ProfileStore {
     }
 
     /// Sends what [`ProfileStore::prepare`] encoded; on a cluster, every
-    /// slot's pipeline at once. On error, treat every row of it as unwritten
-    /// (some may have landed; rewriting them is harmless).
+    /// primary's pipeline at once. On error, treat every row of it as
+    /// unwritten (some may have landed; rewriting them is harmless).
     pub async fn send(&self, prepared: PreparedWrite) -> StoreResult<WriteOutcome> {
         let written = if self.conn.is_cluster() {
-            let counts = futures::stream::iter(prepared.pipelines.into_iter().map(|p| self.send_one(p)))
+            let counts = futures::stream::iter(prepared.groups.into_iter().map(|g| self.send_group(g)))
                 .buffer_unordered(CLUSTER_IN_FLIGHT)
                 .collect::<Vec<_>>()
                 .await;
@@ -499,11 +531,11 @@ impl ProfileStore {
             written
         } else {
             let mut written = 0;
-            for (i, pipe) in prepared.pipelines.into_iter().enumerate() {
+            for (i, g) in prepared.groups.into_iter().enumerate() {
                 if i > 0 {
                     crate::failpoints::hit("mid_page").await;
                 }
-                written += self.send_one(pipe).await?;
+                written += self.send_one(g.pipeline, None).await?;
             }
             written
         };
@@ -513,31 +545,87 @@ impl ProfileStore {
         })
     }
 
-    /// One pipeline of newest-wins calls; how many entities they wrote.
-    /// Owns what it uses, so many can be in flight at once.
+    /// One cluster group: its primary's pipeline straight to that primary;
+    /// if that fails (a resharding, a failover: `MOVED`, a dead node), the
+    /// slot map is read again and the group's calls go one slot at a time,
+    /// routed and redirected by the cluster client.
+    fn send_group(
+        &self,
+        g: CallGroup,
+    ) -> impl std::future::Future<Output = StoreResult<u64>> + Send + 'static {
+        let store = self.clone();
+        async move {
+            if g.one_primary {
+                match store.send_one(g.pipeline.clone(), g.slots.first().copied()).await {
+                    Ok(n) => return Ok(n),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "pipeline to a primary failed; sending per slot");
+                        store.refresh_slot_map().await;
+                    }
+                }
+            }
+            let mut by_slot: BTreeMap<u16, redis::Pipeline> = BTreeMap::new();
+            for (cmd, slot) in g.pipeline.cmd_iter().zip(&g.slots) {
+                by_slot.entry(*slot).or_insert_with(redis::pipe).add_command(cmd.clone());
+            }
+            let counts = futures::stream::iter(by_slot.into_values().map(|p| store.send_one(p, None)))
+                .buffer_unordered(CLUSTER_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await;
+            let mut written = 0;
+            for c in counts {
+                written += c?;
+            }
+            Ok(written)
+        }
+    }
+
+    /// One pipeline of newest-wins calls (as it is to the primary of `via`,
+    /// or routed by its keys); how many entities they wrote. Owns what it
+    /// uses, so many can be in flight at once.
     fn send_one(
         &self,
         pipe: redis::Pipeline,
+        via: Option<u16>,
     ) -> impl std::future::Future<Output = StoreResult<u64>> + Send + 'static {
-        let mut c = self.conn.clone();
+        let c = self.conn.clone();
         let script = self.script.clone();
         async move {
-            let counts: Vec<u64> = match pipe.query_async(&mut c).await {
+            let run = || async {
+                match via {
+                    Some(slot) => c.pipeline_via(slot, &pipe).await,
+                    None => pipe.query_async(&mut c.clone()).await,
+                }
+            };
+            let replies = match run().await {
                 Ok(v) => v,
                 Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
                     // A restart, a failover or SCRIPT FLUSH: load once more
                     // (on every primary) and resend; rewriting is harmless.
-                    script.prepare_invoke().load_async(&mut c).await?;
-                    pipe.query_async(&mut c).await?
+                    script.prepare_invoke().load_async(&mut c.clone()).await?;
+                    run().await?
                 }
                 Err(e) => return Err(e.into()),
             };
-            Ok(counts.iter().sum())
+            let mut written = 0;
+            for v in replies {
+                written += redis::from_redis_value::<u64>(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("newest-wins reply: {e}")))?;
+            }
+            Ok(written)
         }
+    }
+
+    /// Reads which primary serves each slot again (a cluster only); on
+    /// failure forgets it, so writes go per slot until the next read.
+    async fn refresh_slot_map(&self) {
+        let map = self.conn.slot_map().await.ok().flatten().map(Arc::new);
+        *self.slot_map.lock().expect("slot map lock") = map;
     }
 
     /// Loads the newest-wins script (call once before writing).
     pub async fn load_scripts(&self) -> StoreResult<()> {
+        self.refresh_slot_map().await;
         let mut c = self.conn.clone();
         self.script.prepare_invoke().load_async(&mut c).await?;
         Ok(())

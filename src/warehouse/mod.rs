@@ -28,8 +28,10 @@
 //!
 //! Errors say whether retrying can help ([`WarehouseError::is_retryable`]).
 
+pub mod databricks;
 pub mod decode;
 pub mod parquet;
+pub mod postgres;
 pub mod snowflake;
 pub mod sql;
 pub mod zone;
@@ -274,6 +276,10 @@ pub fn build(
         }
         WarehouseConfig::Snowflake(c) => {
             std::sync::Arc::new(snowflake::SnowflakeWarehouse::new(c)?)
+        }
+        WarehouseConfig::Postgres(c) => std::sync::Arc::new(postgres::PostgresWarehouse::new(c)?),
+        WarehouseConfig::Databricks(c) => {
+            std::sync::Arc::new(databricks::DatabricksWarehouse::new(c)?)
         }
     })
 }

@@ -12,8 +12,9 @@
 //! nothing for entities that have no keyed row.
 //!
 //! Runs go through the real `Runner` in-process and, at random, through the
-//! built binary (`materializer sync`), against the real Snowflake-protocol
-//! server and a real Redis. A failure prints the seed, the run, the first
+//! built binary (`materializer sync`), against every SQL warehouse kind
+//! ([`Kind::ALL`]: the Snowflake-protocol server and PostgreSQL; one body per
+//! test, a loop over kinds) and a real Redis. A failure prints the seed, the run, the first
 //! diverging entity and the recent history; `MATERIALIZER_CONTRACT_SEED=<seed>`
 //! replays exactly that history. `MATERIALIZER_CONTRACT_SEEDS` (default 3) and
 //! `MATERIALIZER_CONTRACT_RUNS` (runs per seed, default 14) make longer local
@@ -36,16 +37,15 @@ use materializer::metrics::Metrics;
 use materializer::model::View;
 use materializer::profiles::{feast, read, read::Profile, ProfileStore, Upsert, WriteSpec};
 use materializer::sync::Runner;
-use materializer::warehouse::{self, sql, Nanos};
+use materializer::warehouse::{self, Nanos};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value as Json};
-use snowflake_api::SnowflakeApi;
 use tokio_util::sync::CancellationToken;
 
-use crate::fixtures::{stdout, ConfigToml, SnowflakeWorld};
-use crate::support::result_rows;
+use crate::fixtures::warehouse_world::{Generated, Kind, Lit, Mode, SqlType, WarehouseWorld};
+use crate::fixtures::{stdout, Base, ConfigToml};
 
 const SECOND: Nanos = 1_000_000_000;
 const MINUTE: Nanos = 60 * SECOND;
@@ -65,11 +65,10 @@ const STATE_PREFIX: &str = "materializer:";
 /// One table, two views of one entity (`VIEW` without ttl, `VIEW_B` with
 /// one), one Redis, a config usable both in-process and by the binary.
 struct World {
-    /// The database, Redis, directory and config file.
-    base: SnowflakeWorld,
+    /// The warehouse, Redis, directory and config file.
+    base: Box<dyn WarehouseWorld>,
     /// The config as written, but for the project.
     settings: ConfigToml,
-    sql: SnowflakeApi,
     /// `VIEW` as registered now (its shape changes in some histories).
     view: View,
     /// `VIEW_B`: the same rows, fewer fields, and a ttl.
@@ -79,14 +78,21 @@ struct World {
 }
 
 impl std::ops::Deref for World {
-    type Target = SnowflakeWorld;
-    fn deref(&self) -> &SnowflakeWorld {
-        &self.base
+    type Target = Base;
+    fn deref(&self) -> &Base {
+        self.base.base()
     }
 }
 
+/// The batch source of both views: the table `TABLE` of world `w`.
+fn contract_source(w: &Box<dyn WarehouseWorld>) -> Json {
+    let mut source = w.source(TABLE, "UPDATED_AT");
+    source["name"] = json!("contract_source");
+    source
+}
+
 /// `VIEW`'s JSON: fields V, S and, in the wide shape, W.
-fn view_a_json(db: &str, wide: bool) -> Json {
+fn view_a_json(source: &Json, wide: bool) -> Json {
     let mut fields = vec![
         json!({"name": "V", "type": "int64"}),
         json!({"name": "S", "type": "string"}),
@@ -96,8 +102,7 @@ fn view_a_json(db: &str, wide: bool) -> Json {
     }
     json!({
         "name": VIEW, "version": 1, "entity": {"name": "domain_userid"},
-        "batch_source": {"name": "contract_source", "database": db, "schema": "SIGNALS",
-                         "table": TABLE, "timestamp_field": "UPDATED_AT"},
+        "batch_source": source,
         "fields": fields,
         "online": true
     })
@@ -105,27 +110,28 @@ fn view_a_json(db: &str, wide: bool) -> Json {
 
 impl World {
     /// A world whose runs read pages of `page_rows`; `full_resync_every` as in `[sync]`.
-    async fn new(page_rows: usize, full_resync_every: Option<&str>) -> World {
-        let base = SnowflakeWorld::shared().await;
-        let sql = base.sf.api(Some(&base.db), Some("SIGNALS"));
-        exec(
-            &sql,
-            &format!(
-                r#"CREATE TABLE "{TABLE}" ("DOMAIN_USERID" VARCHAR, "V" NUMBER(38,0), "S" VARCHAR,
-                   "W" NUMBER(38,0), "UPDATED_AT" TIMESTAMP_NTZ(9))"#
-            ),
+    async fn new(kind: Kind, page_rows: usize, full_resync_every: Option<&str>) -> World {
+        let base = kind.world(Mode::Shared).await;
+        base.create_table_of(
+            TABLE,
+            &[
+                ("DOMAIN_USERID", SqlType::Text),
+                ("V", SqlType::Int),
+                ("S", SqlType::Text),
+                ("W", SqlType::Int),
+                ("UPDATED_AT", SqlType::TimestampNtz),
+            ],
         )
         .await;
         let view_b = json!({
             "name": VIEW_B, "version": 1, "entity": {"name": "domain_userid"},
-            "batch_source": {"name": "contract_source", "database": base.db, "schema": "SIGNALS",
-                             "table": TABLE, "timestamp_field": "UPDATED_AT"},
+            "batch_source": contract_source(&base),
             "fields": [{"name": "W", "type": "int32"}, {"name": "V", "type": "int64"}],
             "online": true, "ttl": VIEW_B_TTL
         });
         std::fs::write(base.views().join("contract_b.json"), view_b.to_string()).unwrap();
         let view_b: View = serde_json::from_value(view_b).unwrap();
-        let view: View = serde_json::from_value(view_a_json(&base.db, true)).unwrap();
+        let view: View = serde_json::from_value(view_a_json(&contract_source(&base), true)).unwrap();
         let mut settings = base
             .config()
             .set("sync.lookback", "10m")
@@ -140,7 +146,6 @@ impl World {
         let w = World {
             base,
             settings,
-            sql,
             view,
             view_b,
             project: PROJECT.to_string(),
@@ -155,7 +160,7 @@ impl World {
 
     /// Writes the config for `project` and builds an in-process runner on it.
     async fn connect(
-        base: &SnowflakeWorld,
+        base: &Box<dyn WarehouseWorld>,
         settings: &ConfigToml,
         project: &str,
     ) -> (ProfileStore, Runner) {
@@ -186,7 +191,7 @@ impl World {
     /// Switches `VIEW` between its wide and narrow shape (a reshape).
     async fn reshape(&mut self) {
         let wide = self.view.fields.len() == 2;
-        self.view = serde_json::from_value(view_a_json(&self.db, wide)).unwrap();
+        self.view = serde_json::from_value(view_a_json(&contract_source(&self.base), wide)).unwrap();
         self.write_view_a().await;
     }
 
@@ -215,7 +220,19 @@ impl World {
     }
 
     async fn exec(&self, text: &str) {
-        exec(&self.sql, text).await;
+        self.base.exec(&[text]).await;
+    }
+
+    /// A string literal, or NULL.
+    fn text(&self, s: Option<&str>) -> String {
+        self.base
+            .literal(&s.map_or(Lit::Null, |s| Lit::Text(s.to_string())))
+    }
+
+    /// A TIMESTAMP_NTZ literal (the UTC wall time of `ts`), or NULL.
+    fn ts(&self, ts: Option<Nanos>) -> String {
+        self.base
+            .literal(&ts.map_or(Lit::Null, |t| Lit::Nanos(t, SqlType::TimestampNtz)))
     }
 
     /// One run of `view` in this process (which may be an outdated copy: the
@@ -223,7 +240,10 @@ impl World {
     async fn run_view(&self, view: &View) -> materializer::profiles::RunRecord {
         let (rec, outcome) = self.runner.run(view, &CancellationToken::new()).await;
         if let Err(e) = outcome {
-            panic!("in-process run of {} failed: {e}; record {rec:?}", self.db);
+            panic!(
+                "{:?}: in-process run failed: {e}; record {rec:?}",
+                self.base.kind()
+            );
         }
         rec
     }
@@ -291,11 +311,12 @@ impl World {
 
     /// The full-refresh oracle: the latest keyed row per entity, read from the table now.
     async fn oracle(&self) -> BTreeMap<String, Latest> {
-        let rows = query(
-            &self.sql,
-            &format!(r#"SELECT "DOMAIN_USERID", "UPDATED_AT", "V", "S", "W" FROM "{TABLE}""#),
-        )
-        .await;
+        let rows = self
+            .base
+            .query(&format!(
+                r#"SELECT "DOMAIN_USERID", "UPDATED_AT", "V", "S", "W" FROM "{TABLE}""#
+            ))
+            .await;
         let mut best: BTreeMap<String, Latest> = BTreeMap::new();
         for r in rows {
             let (Some(entity), Some(ts)) = (r[0].clone(), r[1].as_deref().map(parse_ntz)) else {
@@ -379,28 +400,7 @@ enum Change {
     DeleteAndRegister,
 }
 
-async fn exec(api: &SnowflakeApi, text: &str) {
-    if let Err(e) = api.exec(text).await {
-        panic!("SQL failed: {e}\n{}", truncate(text, 2000));
-    }
-}
-
-async fn query(api: &SnowflakeApi, text: &str) -> Vec<Vec<Option<String>>> {
-    match api.exec(text).await {
-        Ok(r) => result_rows(&r),
-        Err(e) => panic!("SQL failed: {e}\n{text}"),
-    }
-}
-
-fn truncate(s: &str, n: usize) -> &str {
-    let mut end = s.len().min(n);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// `2024-05-01 10:00:00.123456000` (how the harness renders TIMESTAMP_NTZ) as nanos.
+/// `2024-05-01 10:00:00.123456000` (how the harnesses render TIMESTAMP_NTZ) as nanos.
 fn parse_ntz(s: &str) -> Nanos {
     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
         .unwrap_or_else(|e| panic!("timestamp {s:?}: {e}"))
@@ -481,11 +481,11 @@ async fn insert(w: &World, rows: &[Row]) {
         .map(|r| {
             format!(
                 "({}, {}, {}, {}, {})",
-                lit_opt_str(&r.entity),
+                w.text(r.entity.as_deref()),
                 r.v,
-                sql::string_literal(&r.s),
+                w.text(Some(&r.s)),
                 w_of(r.v),
-                lit_ts(r.ts)
+                w.ts(r.ts)
             )
         })
         .collect();
@@ -507,16 +507,6 @@ fn w_of(v: i64) -> String {
     }
 }
 
-fn lit_opt_str(s: &Option<String>) -> String {
-    s.as_deref()
-        .map(sql::string_literal)
-        .unwrap_or_else(|| "NULL".into())
-}
-
-fn lit_ts(ts: Option<Nanos>) -> String {
-    ts.map(|t| sql::timestamp_literal(t, sql::TimestampKind::Ntz))
-        .unwrap_or_else(|| "NULL".into())
-}
 
 /// Entity names that stress quoting and string order (prefixes,
 /// case, trailing space, multi-byte UTF-8, quotes and backslashes).
@@ -537,6 +527,8 @@ const TRICKY: [&str; 12] = [
 
 /// A randomized history against one world; see the module doc.
 struct History {
+    /// The warehouse kind the history runs against, for messages.
+    kind: Option<Kind>,
     seed: u64,
     rng: StdRng,
     page_rows: usize,
@@ -558,6 +550,7 @@ struct History {
 impl History {
     fn new(seed: u64, page_rows: usize, warehouse_now: Nanos) -> History {
         History {
+            kind: None,
             seed,
             rng: StdRng::seed_from_u64(seed),
             page_rows,
@@ -662,11 +655,11 @@ impl History {
         w.exec(&format!(
             r#"UPDATE "{TABLE}" SET "V" = {v}, "S" = {}, "W" = {}, "UPDATED_AT" = {}
                WHERE "DOMAIN_USERID" = {} AND "UPDATED_AT" = {}"#,
-            sql::string_literal(&s),
+            w.text(Some(&s)),
             w_of(v),
-            lit_ts(Some(to)),
-            sql::string_literal(entity),
-            lit_ts(Some(at))
+            w.ts(Some(to)),
+            w.text(Some(entity)),
+            w.ts(Some(at))
         ))
         .await;
         for r in &mut self.rows {
@@ -740,16 +733,16 @@ impl History {
                 .map(|(e, at)| {
                     format!(
                         r#"("DOMAIN_USERID" = {} AND "UPDATED_AT" = {})"#,
-                        sql::string_literal(e),
-                        lit_ts(Some(*at))
+                        w.text(Some(e)),
+                        w.ts(Some(*at))
                     )
                 })
                 .collect();
             w.exec(&format!(
                 r#"UPDATE "{TABLE}" SET "V" = {v}, "S" = {}, "W" = {}, "UPDATED_AT" = {} WHERE {}"#,
-                sql::string_literal(&s),
+                w.text(Some(&s)),
                 w_of(v),
-                lit_ts(Some(t)),
+                w.ts(Some(t)),
                 cond.join(" OR ")
             ))
             .await;
@@ -943,11 +936,12 @@ impl History {
     fn failure(&self, run: usize, how: &str, what: &str) -> String {
         let recent = &self.log[self.log.len().saturating_sub(12)..];
         format!(
-            "sync contract broken: seed {seed}, after run {run} ({how}): {what}\n\
+            "sync contract broken: {kind}seed {seed}, after run {run} ({how}): {what}\n\
              recent history (oldest first):\n  {}\n\
              replay with MATERIALIZER_CONTRACT_SEED={seed} cargo test --test main contract_random::randomized",
             recent.join("\n  "),
-            seed = self.seed
+            seed = self.seed,
+            kind = self.kind.map(|k| format!("{k:?}, ")).unwrap_or_default(),
         )
     }
 }
@@ -964,12 +958,13 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 /// One seeded history: `runs` runs, each after a few random changes, checked
 /// against the oracle after every run.
-async fn check_history(seed: u64, runs: usize) {
+async fn check_history(kind: Kind, seed: u64, runs: usize) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let page_rows = rng.gen_range(3..=9);
-    let mut w = World::new(page_rows, None).await;
+    let mut w = World::new(kind, page_rows, None).await;
     let warehouse_now = w.runner.warehouse.now().await.unwrap();
     let mut h = History::new(seed, page_rows, warehouse_now);
+    h.kind = Some(kind);
     let future_run = rng.gen_range(1..runs.max(2));
     // Once per history: the event clock catches up with real time and a row
     // is stamped minutes ahead, inside `max_future_skew`; and the world moves
@@ -1079,19 +1074,27 @@ async fn randomized_histories_always_match_a_full_refresh() {
             .map(|i| 0xC0_47AC7 + i)
             .collect(),
     };
-    for seed in seeds {
-        let started = Instant::now();
-        check_history(seed, runs).await;
-        eprintln!(
-            "seed {seed}: {runs} runs matched the oracle ({:.1?})",
-            started.elapsed()
-        );
+    for kind in Kind::ALL {
+        for &seed in &seeds {
+            let started = Instant::now();
+            check_history(kind, seed, runs).await;
+            eprintln!(
+                "{kind:?}, seed {seed}: {runs} runs matched the oracle ({:.1?})",
+                started.elapsed()
+            );
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn full_resync_converges_a_row_later_than_the_lookback() {
-    let w = World::new(4, Some("24h")).await;
+    for kind in Kind::ALL {
+        full_resync_converges(kind).await;
+    }
+}
+
+async fn full_resync_converges(kind: Kind) {
+    let w = World::new(kind, 4, Some("24h")).await;
     let t0 = parse_ntz("2024-05-01 10:00:00");
     let mut h = History::new(1, 4, t0);
     let id = w.view.id();
@@ -1149,8 +1152,14 @@ async fn full_resync_converges_a_row_later_than_the_lookback() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_full_resync_a_row_later_than_the_lookback_is_never_read() {
+    for kind in Kind::ALL {
+        without_full_resync(kind).await;
+    }
+}
+
+async fn without_full_resync(kind: Kind) {
     // The default: documents the limit the lookback has, and full resync lifts.
-    let w = World::new(4, None).await;
+    let w = World::new(kind, 4, None).await;
     let t0 = parse_ntz("2024-05-01 10:00:00");
     let mut h = History::new(2, 4, t0);
     let rows = vec![

@@ -74,10 +74,18 @@ async fn stored(w: &ParquetWorld, entity: &str) -> Option<(Json, Json)> {
 /// Every key in Redis with its serialized value (`DUMP`) and absolute expiry.
 async fn snapshot(w: &ParquetWorld) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
     let mut c = w.redis_conn().await;
-    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     let mut out = BTreeMap::new();
     for k in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query_async(&mut c).await.unwrap();
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         let expiry: i64 = redis::cmd("PEXPIRETIME")
             .arg(&k)
             .query_async(&mut c)
@@ -90,9 +98,34 @@ async fn snapshot(w: &ParquetWorld) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
 
 /// Commands that change data, as `INFO commandstats` names them.
 const WRITES: &[&str] = &[
-    "set", "setex", "psetex", "getset", "getdel", "del", "unlink", "hset", "hsetnx", "hmset",
-    "hdel", "hincrby", "incr", "incrby", "expire", "pexpire", "pexpireat", "persist", "lpush",
-    "rpush", "ltrim", "lrem", "eval", "evalsha", "fcall", "script|load", "rename", "copy",
+    "set",
+    "setex",
+    "psetex",
+    "getset",
+    "getdel",
+    "del",
+    "unlink",
+    "hset",
+    "hsetnx",
+    "hmset",
+    "hdel",
+    "hincrby",
+    "incr",
+    "incrby",
+    "expire",
+    "pexpire",
+    "pexpireat",
+    "persist",
+    "lpush",
+    "rpush",
+    "ltrim",
+    "lrem",
+    "eval",
+    "evalsha",
+    "fcall",
+    "script|load",
+    "rename",
+    "copy",
 ];
 
 /// Calls so far of each command of [`WRITES`].
@@ -234,8 +267,7 @@ async fn dry_run_sorts_the_window_against_redis_and_writes_nothing() {
     );
     assert!(
         text.lines()
-            .any(|l| l.trim_start().starts_with("changed: changed (row")
-                && l.contains("VISITS")),
+            .any(|l| l.trim_start().starts_with("changed: changed (row") && l.contains("VISITS")),
         "{text}"
     );
     assert!(snapshot(&w).await == snap_before, "Redis changed");
@@ -243,14 +275,16 @@ async fn dry_run_sorts_the_window_against_redis_and_writes_nothing() {
     // The real run does what the dry run predicted.
     w.sync();
     assert_eq!(stored(&w, "fresh").await, Some((json!(7), json!("pro"))));
-    assert_eq!(stored(&w, "changed").await, Some((json!(100), json!("free"))));
+    assert_eq!(
+        stored(&w, "changed").await,
+        Some((json!(100), json!("free")))
+    );
     assert_eq!(stored(&w, "stale").await, Some((json!(9), json!("pro"))));
     assert_eq!(stored(&w, "same").await, Some((json!(2), json!("free"))));
     // And now there is nothing left to change.
-    let doc: Json = serde_json::from_slice(
-        &w.materializer(&["sync", "--dry-run", "--json"], &[]).stdout,
-    )
-    .unwrap();
+    let doc: Json =
+        serde_json::from_slice(&w.materializer(&["sync", "--dry-run", "--json"], &[]).stdout)
+            .unwrap();
     let report = &doc["views"][0]["dry_run"];
     assert_eq!(
         (&report["new"], &report["changed"], &report["unchanged"]),
@@ -302,7 +336,9 @@ async fn range_backfill_writes_only_its_range_newest_wins_and_leaves_the_waterma
 
     let (from, to) = (at(&w, 5 * 60 * MINUTE), at(&w, 2 * 60 * MINUTE));
     let out = w.materializer(
-        &["sync", "--view", VIEW, "--from", &from, "--to", &to, "--json"],
+        &[
+            "sync", "--view", VIEW, "--from", &from, "--to", &to, "--json",
+        ],
         &[],
     );
     assert!(out.status.success(), "{}", shown(&out));
@@ -334,28 +370,59 @@ async fn range_backfill_writes_only_its_range_newest_wins_and_leaves_the_waterma
 
     // A dry run of a range judges only the range.
     let out = w.materializer(
-        &["sync", "--view", VIEW, "--dry-run", "--from", &at(&w, 7 * 60 * MINUTE), "--json"],
+        &[
+            "sync",
+            "--view",
+            VIEW,
+            "--dry-run",
+            "--from",
+            &at(&w, 7 * 60 * MINUTE),
+            "--json",
+        ],
         &[],
     );
     let doc: Json = serde_json::from_slice(&out.stdout).unwrap();
     let report = &doc["views"][0]["dry_run"];
-    assert_eq!(sample_names(report, "new"), ["before", "edge"], "{report:#}");
-    assert_eq!(sample_names(report, "unchanged"), ["a", "b", "inside"], "{report:#}");
+    assert_eq!(
+        sample_names(report, "new"),
+        ["before", "edge"],
+        "{report:#}"
+    );
+    assert_eq!(
+        sample_names(report, "unchanged"),
+        ["a", "b", "inside"],
+        "{report:#}"
+    );
     assert_eq!(sample_names(report, "stale"), Vec::<String>::new());
     // `a`'s latest row in the range is the one Redis holds.
     assert_eq!(report["entities"], json!(5), "{report:#}");
 
     // Mistakes are one line, before anything runs.
     for (args, want) in [
-        (vec!["sync", "--view", VIEW, "--from", "yesterday"], "--from: `yesterday` is not an RFC 3339 time"),
-        (vec!["sync", "--view", VIEW, "--from", &to, "--to", &from], "--to: must be later than --from"),
+        (
+            vec!["sync", "--view", VIEW, "--from", "yesterday"],
+            "--from: `yesterday` is not an RFC 3339 time",
+        ),
+        (
+            vec!["sync", "--view", VIEW, "--from", &to, "--to", &from],
+            "--to: must be later than --from",
+        ),
     ] {
         let out = w.materializer(&args, &[]);
         assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains(want), "{}", shown(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{}",
+            shown(&out)
+        );
     }
     let out = w.materializer(&["sync", "--from", &from], &[]);
-    assert_eq!(out.status.code(), Some(2), "--from needs --view: {}", shown(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--from needs --view: {}",
+        shown(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -368,7 +435,10 @@ async fn check_and_sync_print_one_json_document() {
         .unwrap_or_else(|e| panic!("not one JSON document ({e}): {}", shown(&out)));
     assert_eq!(doc["ok"], json!(true));
     let v = &doc["views"][0];
-    assert_eq!((&v["view"], &v["outcome"]), (&json!(format!("{VIEW}:1")), &json!("ok")));
+    assert_eq!(
+        (&v["view"], &v["outcome"]),
+        (&json!(format!("{VIEW}:1")), &json!("ok"))
+    );
     assert_eq!(v["error"], Json::Null);
     assert_eq!(v["run"]["rows_written"], json!(1));
     assert_eq!(v["run"]["status"], json!("ok"));
@@ -380,12 +450,13 @@ async fn check_and_sync_print_one_json_document() {
     let doc: Json = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["ok"], json!(true));
     let findings = doc["findings"].as_array().unwrap();
-    assert!(findings.iter().all(|f| f["ok"] == json!(true)
-        && f["subject"].is_string()
-        && f["detail"] == json!("")));
     assert!(findings
         .iter()
-        .any(|f| f["subject"].as_str().unwrap().starts_with(&format!("view {VIEW}:1"))));
+        .all(|f| f["ok"] == json!(true) && f["subject"].is_string() && f["detail"] == json!("")));
+    assert!(findings.iter().any(|f| f["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("view {VIEW}:1"))));
 
     // A view whose column is missing: check says so and fails; so does sync.
     w.write_view(
@@ -404,8 +475,12 @@ async fn check_and_sync_print_one_json_document() {
     let doc: Json = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["ok"], json!(false));
     assert!(
-        doc["findings"].as_array().unwrap().iter().any(|f| f["ok"] == json!(false)
-            && f["detail"].as_str().unwrap().contains("NO_SUCH_COLUMN")),
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["ok"] == json!(false)
+                && f["detail"].as_str().unwrap().contains("NO_SUCH_COLUMN")),
         "{doc:#}"
     );
     let out = w.materializer(&["sync", "--json"], &[]);
@@ -424,11 +499,11 @@ async fn check_and_sync_print_one_json_document() {
 
 /// The tests run with the `failpoints` feature (scripts/test.sh passes it):
 /// without it, the fault-injection tests would pass or fail for the wrong
-/// reason, so this one fails and says why.
+/// reason, so this test exists only then, and fails saying why.
+#[cfg(not(feature = "failpoints"))]
 #[test]
 fn the_tests_are_built_with_the_failpoints_feature() {
-    assert!(
-        cfg!(feature = "failpoints"),
+    panic!(
         "the integration tests need the failpoints feature: run scripts/test.sh, \
          or cargo test --features failpoints"
     );
@@ -477,7 +552,8 @@ fn failpoints_are_a_test_feature_off_by_default_and_out_of_the_image() {
         let image = from.split_whitespace().nth(1).unwrap();
         let tag = image.split_once(':').map(|(_, t)| t).unwrap_or("");
         let exact = tag.split('-').any(|part| {
-            part.split('.').count() == 3 || (part.len() == 8 && part.bytes().all(|b| b.is_ascii_digit()))
+            part.split('.').count() == 3
+                || (part.len() == 8 && part.bytes().all(|b| b.is_ascii_digit()))
         });
         assert!(exact, "{from}: not pinned to an exact version or date");
     }
@@ -490,7 +566,10 @@ fn failpoints_are_a_test_feature_off_by_default_and_out_of_the_image() {
     let args: Vec<String> = serde_json::from_str(cmd).unwrap();
     assert!(dockerfile.contains("ENTRYPOINT [\"materializer\"]"));
     let run = format!("materializer {}", args.join(" "));
-    assert!(readme.contains(&format!("`{run}`")), "README does not say the image runs `{run}`");
+    assert!(
+        readme.contains(&format!("`{run}`")),
+        "README does not say the image runs `{run}`"
+    );
 
     let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
     let ignored: Vec<&str> = ignore

@@ -1,8 +1,11 @@
 //! Reliability, proven by causing the fault for real: processes are killed
 //! (`kill -9`, or a failpoint that ends the process at an exact line), the
-//! Snowflake-protocol server is stopped, restarted empty or frozen with
-//! SIGSTOP, Redis is restarted empty or flushed under a running daemon, and
-//! several daemons share one Redis.
+//! warehouse is stopped, restarted empty or hung (every SQL kind, one body
+//! per behaviour: the Snowflake-protocol server is killed or frozen with
+//! SIGSTOP, PostgreSQL is cut off behind a relay or locked by another
+//! session), views name missing columns or an unreachable warehouse, Redis
+//! is restarted empty or flushed under a running daemon, and several
+//! daemons share one Redis.
 //!
 //! After every crash the tests check the sync contract's crash rule from the
 //! outside: every row at or below the stored watermark is in Redis (with a
@@ -16,7 +19,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde_json::Value as Json;
 
-use crate::fixtures::{shown, view_json, Daemon, SnowflakeWorld, BASE_NANOS, SECOND};
+use crate::fixtures::warehouse_world::{Generated, Kind, Mode, WarehouseWorld};
+use crate::fixtures::{shown, stdout, Daemon, SnowflakeWorld, BASE_NANOS, SECOND};
 
 /// Whether a log event is about `view` (its own field, or that of the run span).
 fn is_view(e: &Json, view: &str) -> bool {
@@ -120,13 +124,19 @@ async fn kill_9_of_sync_and_run_at_random_moments_never_loses_a_row() {
 #[tokio::test(flavor = "multi_thread")]
 async fn warehouse_outage_fails_runs_with_capped_backoff_and_the_daemon_recovers_with_a_new_session(
 ) {
-    let mut w = SnowflakeWorld::own_warehouse().await;
+    for kind in Kind::ALL {
+        outage(kind).await;
+    }
+}
+
+async fn outage(kind: Kind) {
+    let mut w = kind.world(Mode::Own).await;
     let t = w.add_table("outage", 50).await;
     w.insert(t, 200).await;
     // A view on a missing table fails for good while the other keeps syncing.
     std::fs::write(
         w.dir.join("views/missing.json"),
-        view_json("missing_table", &w.db, "NO_SUCH_TABLE").to_string(),
+        w.view_json("missing_table", "NO_SUCH_TABLE").to_string(),
     )
     .unwrap();
     let daemon = w.spawn(
@@ -136,7 +146,7 @@ async fn warehouse_outage_fails_runs_with_capped_backoff_and_the_daemon_recovers
     );
     assert!(
         w.wait_converged(t, Duration::from_secs(30)).await,
-        "{}",
+        "{kind:?}: {}",
         daemon.log_tail(40)
     );
     let permanent = daemon
@@ -158,7 +168,7 @@ async fn warehouse_outage_fails_runs_with_capped_backoff_and_the_daemon_recovers
     );
 
     // The server dies: runs fail as retryable, with a clear error, backing off.
-    w.sf.own().stop();
+    w.stop().await;
     let backoffs = daemon
         .wait_events(
             "run failed; retrying after backoff",
@@ -191,33 +201,35 @@ async fn warehouse_outage_fails_runs_with_capped_backoff_and_the_daemon_recovers
         .filter(|e| is_view(e, "outage"))
         .collect();
     assert!(
-        errors
-            .iter()
-            .all(|e| e["kind"] == "retryable" && e["error"].as_str().unwrap().contains("warehouse")),
-        "{errors:?}"
+        !errors.is_empty()
+            && errors.iter().all(|e| e["kind"] == "retryable"
+                && e["error"].as_str().unwrap().contains("warehouse")),
+        "{kind:?}: {errors:?}"
     );
     let mut daemon = daemon;
     assert!(daemon.is_running(), "the daemon died with the warehouse");
 
     // It comes back empty (all sessions and data lost): the daemon logs in anew.
-    w.sf.own().restart();
-    w.create_table(&w.tables[t].table.clone()).await;
-    w.tables[t].rows = 0;
+    w.restart_empty().await;
+    let table = w.tables()[t].table.clone();
+    w.create_generated(&table).await;
+    w.tables_mut()[t].rows = 0;
     w.insert(t, 260).await;
     assert!(
         w.wait_converged(t, Duration::from_secs(30)).await,
-        "no recovery after the warehouse restart; log:\n{}",
+        "{kind:?}: no recovery after the warehouse restart; log:\n{}",
         daemon.log_tail(40)
     );
     // A quick restart between two runs: the daemon's session is simply gone
-    // (code 390104 or a dead pooled connection), and it logs in again.
-    w.sf.own().restart();
-    w.create_table(&w.tables[t].table.clone()).await;
-    w.tables[t].rows = 0;
+    // (code 390104, a dead pooled connection, a cut socket), and it logs in again.
+    w.stop().await;
+    w.restart_empty().await;
+    w.create_generated(&table).await;
+    w.tables_mut()[t].rows = 0;
     w.insert(t, 320).await;
     assert!(
         w.wait_converged(t, Duration::from_secs(30)).await,
-        "no recovery after a quick warehouse restart; log:\n{}",
+        "{kind:?}: no recovery after a quick warehouse restart; log:\n{}",
         daemon.log_tail(40)
     );
     assert!(daemon.is_running());
@@ -225,23 +237,34 @@ async fn warehouse_outage_fails_runs_with_capped_backoff_and_the_daemon_recovers
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hung_warehouse_times_out_sync_exits_nonzero_and_the_daemon_recovers_when_it_thaws() {
-    let mut w = SnowflakeWorld::own_warehouse().await;
+    for kind in Kind::ALL {
+        hung(kind).await;
+    }
+}
+
+async fn hung(kind: Kind) {
+    let mut w = kind.world(Mode::Own).await;
     let t = w.add_table("hung", 40).await;
     w.insert(t, 120).await;
     let timeout = [("MATERIALIZER__WAREHOUSE__QUERY_TIMEOUT", "2s")];
 
-    w.sf.pause();
+    w.hang().await;
     let started = Instant::now();
     let out = w.materializer(&["sync"], &timeout);
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
-    assert!(took < Duration::from_secs(15), "sync took {took:?}");
+    assert_eq!(out.status.code(), Some(1), "{kind:?}: {}", shown(&out));
+    assert!(took < Duration::from_secs(15), "{kind:?}: sync took {took:?}");
     assert!(
         stdout.contains("FAILED (retryable)") && stdout.contains("query_timeout"),
-        "{}",
+        "{kind:?}: {}",
         shown(&out)
     );
+    // The statement left behind was cancelled on the server, not abandoned
+    // there (where the kind can tell: pg_stat_activity).
+    if let Some(running) = w.running_statements().await {
+        assert_eq!(running, 0, "{kind:?}: the timed-out statement still runs on the server");
+    }
 
     let mut daemon = w.spawn("daemon", &["run"], &timeout);
     daemon
@@ -253,12 +276,74 @@ async fn hung_warehouse_times_out_sync_exits_nonzero_and_the_daemon_recovers_whe
         )
         .await;
     assert!(daemon.is_running());
-    w.sf.resume();
+    w.thaw().await;
     assert!(
         w.wait_converged(t, Duration::from_secs(30)).await,
-        "{}",
+        "{kind:?}: {}",
         daemon.log_tail(40)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_column_fails_check_and_runs_naming_it_while_other_views_sync() {
+    for kind in Kind::ALL {
+        let mut w = kind.world(Mode::Shared).await;
+        let t = w.add_table("present", 20).await;
+        w.insert(t, 50).await;
+        let table = w.tables()[t].table.clone();
+        let mut v = w.view_json("missing_column", &table);
+        v["fields"] = serde_json::json!([{"name": "VAL", "type": "int64"}, {"name": "NOPE", "type": "int64"}]);
+        std::fs::write(w.views().join("missing_column.json"), v.to_string()).unwrap();
+
+        let out = w.materializer(&["check"], &[]);
+        let printed = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{kind:?}: {}", shown(&out));
+        assert!(
+            printed.contains("missing_column") && printed.contains("NOPE"),
+            "{kind:?}: check does not name the column: {printed}"
+        );
+        let out = w.materializer(&["sync"], &[]);
+        let printed = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{kind:?}: {}", shown(&out));
+        assert!(
+            printed.contains("missing_column:1  FAILED (permanent)")
+                && printed.contains("`NOPE` not found"),
+            "{kind:?}: {printed}"
+        );
+        assert!(printed.contains("present:1  ok"), "{kind:?}: {printed}");
+        assert!(w.converged(t).await, "{kind:?}: the other view did not sync");
+        assert_eq!(w.watermark("missing_column").await, None, "{kind:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_warehouse_fails_check_and_sync_as_retryable_naming_it() {
+    for kind in Kind::ALL {
+        let mut w = kind.world(Mode::Shared).await;
+        let t = w.add_table("unreachable", 10).await;
+        w.insert(t, 10).await;
+        let closed = crate::support::free_port();
+        w.write_config(&w.unreachable_config(closed));
+
+        let started = Instant::now();
+        let out = w.materializer(&["sync"], &[]);
+        let printed = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{kind:?}: {}", shown(&out));
+        assert!(
+            printed.contains("unreachable:1  FAILED (retryable)"),
+            "{kind:?}: {}",
+            shown(&out)
+        );
+        assert!(started.elapsed() < Duration::from_secs(20), "{kind:?}: {:?}", started.elapsed());
+        let out = w.materializer(&["check"], &[]);
+        assert_ne!(out.status.code(), Some(0), "{kind:?}: check passed: {}", shown(&out));
+        assert!(
+            stdout(&out).contains(&closed.to_string()) || stdout(&out).to_lowercase().contains("warehouse"),
+            "{kind:?}: check does not say what is unreachable: {}",
+            shown(&out)
+        );
+        assert_eq!(w.watermark("unreachable").await, None, "{kind:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

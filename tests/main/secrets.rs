@@ -3,11 +3,14 @@
 //! a Redis password, a private key and an API token configured, through
 //! successful runs and failing ones (wrong Redis password, unreachable
 //! warehouse, a config error on the very line holding the secret), and no
-//! secret appears in any byte of stdout or stderr.
+//! secret appears in any byte of stdout or stderr. The same holds for secrets
+//! read from files (`profiles.redis_url_file`, `api.tokens_file`, as a
+//! Kubernetes secret mount provides them), which work in place of the inline
+//! keys.
 
 use std::time::Duration;
 
-use crate::fixtures::{shown, ConfigToml, SnowflakeWorld, WH_PASSWORD};
+use crate::fixtures::{shown, ConfigToml, ParquetWorld, Rows, SnowflakeWorld, WH_PASSWORD};
 use crate::support;
 
 const REDIS_PASSWORD: &str = "redis-pw-Hn3bQ7";
@@ -146,5 +149,117 @@ async fn no_password_key_or_token_in_trace_logs_or_errors() {
         assert!(out.status.success(), "{}", shown(&out));
         assert_no_secret("key-pair sync", &all_output(&out), &secrets);
         w.assert_converged(t).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_from_files_work_and_never_show() {
+    const FILE_REDIS_PASSWORD: &str = "file-redis-pw-Qe4tW9";
+    const FILE_TOKEN: &str = "file-token-Vb7nR3kP";
+    let w = ParquetWorld::new();
+    w.write_table(
+        "EVENTS",
+        "part-0.parquet",
+        Rows::default()
+            .text("DOMAIN_USERID", [Some("u1")])
+            .int32("VISITS", [3])
+            .utc_micros("UPDATED_AT", [Some((w.now - 60) * 1_000_000)]),
+        None,
+    );
+    std::fs::write(
+        w.views().join("events.json"),
+        serde_json::json!({
+            "name": "events", "version": 1, "entity": {"name": "domain_userid"},
+            "batch_source": {"name": "e", "table": "events", "timestamp_field": "updated_at"},
+            "fields": [{"name": "VISITS", "type": "int32"}], "online": true
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut c = w.redis_conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(FILE_REDIS_PASSWORD)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // As a secret mount writes them: a trailing newline, comments allowed in
+    // the token file.
+    let url_file = w.dir.join("redis-url");
+    let url = format!("redis://:{FILE_REDIS_PASSWORD}@127.0.0.1:{}/", w.redis.port);
+    std::fs::write(&url_file, format!("{url}\n")).unwrap();
+    let tokens_file = w.dir.join("tokens");
+    std::fs::write(&tokens_file, format!("# api tokens\n{FILE_TOKEN}\n")).unwrap();
+    let api_port = support::free_port();
+    let config = w
+        .config()
+        .unset("profiles.redis_url")
+        .set("profiles.redis_url_file", url_file.to_str().unwrap())
+        .set("api.listen", format!("0.0.0.0:{api_port}"))
+        .set("api.tokens_file", tokens_file.to_str().unwrap())
+        .set("log.level", "trace");
+    w.write_config(&config);
+    let secrets = [FILE_REDIS_PASSWORD, FILE_TOKEN];
+    for args in [
+        &["sync", "--json"][..],
+        &["sync", "--dry-run"],
+        &["status", "--json"],
+        &["check"],
+        &["check", "--json"],
+    ] {
+        let out = w.materializer(args, &TRACE);
+        assert!(out.status.success(), "{args:?}: {}", shown(&out));
+        assert_no_secret(&format!("{args:?}"), &all_output(&out), &secrets);
+    }
+    let daemon = w.spawn("daemon", &["run"], &TRACE);
+    let http = reqwest::Client::new();
+    let status_url = format!("http://127.0.0.1:{api_port}/api/v1/sync/status");
+    let call = |token: &'static str| {
+        http.get(&status_url)
+            .header("Authorization", format!("Bearer {token}"))
+            .send()
+    };
+    assert!(
+        support::wait_for(Duration::from_secs(15), || async {
+            call(FILE_TOKEN).await.is_ok_and(|r| r.status() == 200)
+        })
+        .await,
+        "the API never accepted the token from the file: {}",
+        daemon.log_text()
+    );
+    assert_eq!(call("# api tokens").await.unwrap().status(), 401, "a comment is no token");
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(10)).is_some());
+    assert_no_secret("run", &daemon.log_text(), &secrets);
+
+    // Errors name the key and the file, never what it holds.
+    let wrong = w.dir.join("wrong-url");
+    std::fs::write(&wrong, format!("redis://:wrong-{FILE_REDIS_PASSWORD}@127.0.0.1:{}/", w.redis.port)).unwrap();
+    let absent = w.dir.join("no-such-tokens");
+    for (cfg, code, want) in [
+        (
+            config.clone().set("profiles.redis_url_file", wrong.to_str().unwrap()),
+            1,
+            "cannot connect".to_string(),
+        ),
+        (
+            config.clone().set("api.tokens_file", absent.to_str().unwrap()),
+            2,
+            format!("api.tokens_file: cannot read {}", absent.display()),
+        ),
+        (
+            config.clone().set("profiles.redis_url", &url),
+            2,
+            "profiles: set only one of redis_url, redis_url_file".to_string(),
+        ),
+    ] {
+        w.write_config(&cfg);
+        let out = w.materializer(&["sync"], &TRACE);
+        assert_eq!(out.status.code(), Some(code), "{}", shown(&out));
+        let text = all_output(&out);
+        assert!(text.contains(&want), "{want}: {}", shown(&out));
+        assert_no_secret("file secret error", &text, &secrets);
     }
 }

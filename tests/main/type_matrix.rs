@@ -1,4 +1,5 @@
-//! Every field type, from its natural Snowflake column type, through the whole
+//! Every field type, from its natural column type in every SQL warehouse kind
+//! ([`Kind::ALL`]: one body, a loop over kinds), through the whole
 //! path (warehouse → decode → newest-wins write → Redis) and back out through
 //! the real Feast SDK, with the edges that break converters: int32 bounds and
 //! overflow, scaled NUMBERs, NaN and ±inf, empty and multi-megabyte strings,
@@ -15,10 +16,10 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use materializer::warehouse::sql;
 use serde_json::{json, Value as Json};
 
-use crate::fixtures::{feast_read, stderr, stdout, SnowflakeWorld};
+use crate::fixtures::warehouse_world::{Generated, Kind, Lit, Mode, SqlType};
+use crate::fixtures::{feast_read, stderr, stdout};
 
 const TABLE: &str = "TYPES";
 const VIEW: &str = "type_matrix";
@@ -54,40 +55,45 @@ fn b64(bytes: &[u8]) -> Json {
     json!({ "bytes_b64": base64::engine::general_purpose::STANDARD.encode(bytes) })
 }
 
-/// A column of the table: its Snowflake type, the view field type it feeds,
-/// and per entity the SQL expression inserted and what Feast must read.
+/// A column of the table: its type, the view field type it feeds, and per
+/// entity the value inserted and what Feast must read.
 struct Column {
     name: &'static str,
-    sql_type: &'static str,
+    sql_type: SqlType,
     field_type: &'static str,
-    cells: [(String, Expect); 5],
+    cells: [(Lit, Expect); 5],
 }
 
 fn col(
     name: &'static str,
-    sql_type: &'static str,
+    sql_type: SqlType,
     field_type: &'static str,
-    cells: [(&str, Expect); 5],
+    cells: [(Lit, Expect); 5],
 ) -> Column {
     Column {
         name,
         sql_type,
         field_type,
-        cells: cells.map(|(s, e)| (s.to_string(), e)),
+        cells,
     }
 }
 
+/// A numeric literal.
+fn n(text: &str) -> Lit {
+    Lit::Number(text.into())
+}
+
 /// The `Value` oneof Feast reports for a field type.
-fn kind(field_type: &str) -> String {
+fn value_kind(field_type: &str) -> String {
     format!("{field_type}_val")
 }
 
-fn ts(text: &str, ty: &str) -> String {
-    format!("'{text}'::{ty}")
+fn ts(text: &str, ty: SqlType) -> Lit {
+    Lit::Timestamp(text.into(), ty)
 }
 
-fn json_doc(text: &str) -> String {
-    format!("PARSE_JSON({})", sql::string_literal(text))
+fn json_doc(text: &str) -> Lit {
+    Lit::Json(text.into())
 }
 
 /// Two megabytes and more of multi-byte text.
@@ -102,133 +108,133 @@ const AWKWARD: &str = "q'uote \\ back \"dq\" 🎉 ü";
 fn matrix() -> Vec<Column> {
     let f32_of = |x: f64| json!(x as f32 as f64);
     vec![
-        col("I32", "NUMBER(38,0)", "int32", [
-            ("42", v(json!(42))),
-            ("-2147483648", v(json!(i32::MIN))),
-            ("2147483647", v(json!(i32::MAX))),
-            ("2147483648", Skip("overflow")),
-            ("NULL", Null),
+        col("I32", SqlType::Int, "int32", [
+            (n("42"), v(json!(42))),
+            (n("-2147483648"), v(json!(i32::MIN))),
+            (n("2147483647"), v(json!(i32::MAX))),
+            (n("2147483648"), Skip("overflow")),
+            (Lit::Null, Null),
         ]),
-        col("I32_SCALED", "NUMBER(10,2)", "int32", [
-            ("12.00", v(json!(12))),
-            ("-7.00", v(json!(-7))),
-            ("99999999.00", v(json!(99_999_999))),
-            ("12.50", Skip("not_integer")),
-            ("NULL", Null),
+        col("I32_SCALED", SqlType::Decimal(10, 2), "int32", [
+            (n("12.00"), v(json!(12))),
+            (n("-7.00"), v(json!(-7))),
+            (n("99999999.00"), v(json!(99_999_999))),
+            (n("12.50"), Skip("not_integer")),
+            (Lit::Null, Null),
         ]),
-        col("I64", "NUMBER(38,0)", "int64", [
-            ("1234567890123", v(json!(1_234_567_890_123i64))),
-            ("-9223372036854775808", v(json!(i64::MIN))),
-            ("9223372036854775807", v(json!(i64::MAX))),
-            ("NULL", Null),
-            ("NULL", Null),
+        col("I64", SqlType::Int, "int64", [
+            (n("1234567890123"), v(json!(1_234_567_890_123i64))),
+            (n("-9223372036854775808"), v(json!(i64::MIN))),
+            (n("9223372036854775807"), v(json!(i64::MAX))),
+            (Lit::Null, Null),
+            (Lit::Null, Null),
         ]),
-        col("I64_SCALED", "NUMBER(38,2)", "int64", [
-            ("5.00", v(json!(5))),
-            ("-9223372036854775808.00", v(json!(i64::MIN))),
-            ("9223372036854775807.00", v(json!(i64::MAX))),
-            ("123456789012345678901.00", Skip("overflow")),
-            ("NULL", Null),
+        col("I64_SCALED", SqlType::Decimal(38, 2), "int64", [
+            (n("5.00"), v(json!(5))),
+            (n("-9223372036854775808.00"), v(json!(i64::MIN))),
+            (n("9223372036854775807.00"), v(json!(i64::MAX))),
+            (n("123456789012345678901.00"), Skip("overflow")),
+            (Lit::Null, Null),
         ]),
-        col("DBL", "FLOAT", "double", [
-            ("0.1", v(json!(0.1))),
-            ("'NaN'::FLOAT", v(json!("NaN"))),
-            ("'inf'::FLOAT", v(json!("Infinity"))),
-            ("'-inf'::FLOAT", v(json!("-Infinity"))),
-            ("NULL", Null),
+        col("DBL", SqlType::Float, "double", [
+            (n("0.1"), v(json!(0.1))),
+            (Lit::FloatNaN, v(json!("NaN"))),
+            (Lit::FloatInf, v(json!("Infinity"))),
+            (Lit::FloatNegInf, v(json!("-Infinity"))),
+            (Lit::Null, Null),
         ]),
-        col("DBL_FROM_NUMBER", "NUMBER(10,2)", "double", [
-            ("0.10", v(json!(0.1))),
-            ("-12345678.99", v(json!(-12_345_678.99))),
-            ("0.00", v(json!(0.0))),
-            ("NULL", Null),
-            ("NULL", Null),
+        col("DBL_FROM_NUMBER", SqlType::Decimal(10, 2), "double", [
+            (n("0.10"), v(json!(0.1))),
+            (n("-12345678.99"), v(json!(-12_345_678.99))),
+            (n("0.00"), v(json!(0.0))),
+            (Lit::Null, Null),
+            (Lit::Null, Null),
         ]),
-        col("FLT", "FLOAT", "float", [
-            ("0.1", v(f32_of(0.1))),
-            ("'-inf'::FLOAT", v(json!("-Infinity"))),
-            ("'NaN'::FLOAT", v(json!("NaN"))),
-            ("1e300", Skip("overflow")),
-            ("NULL", Null),
+        col("FLT", SqlType::Float, "float", [
+            (n("0.1"), v(f32_of(0.1))),
+            (Lit::FloatNegInf, v(json!("-Infinity"))),
+            (Lit::FloatNaN, v(json!("NaN"))),
+            (n("1e300"), Skip("overflow")),
+            (Lit::Null, Null),
         ]),
-        Column { name: "STR", sql_type: "VARCHAR", field_type: "string", cells: [
-            ("'hello'".into(), v(json!("hello"))),
-            ("''".into(), v(json!(""))),
-            ("REPEAT('ü日x', 700000)".into(), v(json!(big_text()))),
-            (sql::string_literal(AWKWARD), v(json!(AWKWARD))),
-            ("NULL".into(), Null),
+        Column { name: "STR", sql_type: SqlType::Text, field_type: "string", cells: [
+            (Lit::Text("hello".into()), v(json!("hello"))),
+            (Lit::Text(String::new()), v(json!(""))),
+            (Lit::Repeat("ü日x".into(), 700_000), v(json!(big_text()))),
+            (Lit::Text(AWKWARD.into()), v(json!(AWKWARD))),
+            (Lit::Null, Null),
         ] },
-        col("BYT", "BINARY", "bytes", [
-            ("TO_BINARY('68656c6c6f', 'HEX')", v(b64(b"hello"))),
-            ("TO_BINARY('', 'HEX')", v(b64(b""))),
-            ("TO_BINARY('00ff80', 'HEX')", v(b64(&[0, 0xff, 0x80]))),
-            ("NULL", Null),
-            ("NULL", Null),
+        col("BYT", SqlType::Binary, "bytes", [
+            (Lit::Bytes(b"hello".to_vec()), v(b64(b"hello"))),
+            (Lit::Bytes(Vec::new()), v(b64(b""))),
+            (Lit::Bytes(vec![0, 0xff, 0x80]), v(b64(&[0, 0xff, 0x80]))),
+            (Lit::Null, Null),
+            (Lit::Null, Null),
         ]),
-        col("FLAG", "BOOLEAN", "bool", [
-            ("TRUE", v(json!(true))),
-            ("FALSE", v(json!(false))),
-            ("TRUE", v(json!(true))),
-            ("NULL", Null),
-            ("NULL", Null),
+        col("FLAG", SqlType::Bool, "bool", [
+            (Lit::Bool(true), v(json!(true))),
+            (Lit::Bool(false), v(json!(false))),
+            (Lit::Bool(true), v(json!(true))),
+            (Lit::Null, Null),
+            (Lit::Null, Null),
         ]),
-        Column { name: "TS_NTZ", sql_type: "TIMESTAMP_NTZ", field_type: "unix_timestamp", cells: [
+        Column { name: "TS_NTZ", sql_type: SqlType::TimestampNtz, field_type: "unix_timestamp", cells: [
             // Whole seconds, floored (as Feast's own scalar materialization does).
             (
-                ts("2024-05-01 10:00:00.999", "TIMESTAMP_NTZ"),
+                ts("2024-05-01 10:00:00.999", SqlType::TimestampNtz),
                 v(json!("2024-05-01T10:00:00+00:00")),
             ),
             (
-                ts("1960-05-01 12:00:00", "TIMESTAMP_NTZ"),
+                ts("1960-05-01 12:00:00", SqlType::TimestampNtz),
                 v(json!("1960-05-01T12:00:00+00:00")),
             ),
             (
-                ts("1969-12-31 23:59:59.5", "TIMESTAMP_NTZ"),
+                ts("1969-12-31 23:59:59.5", SqlType::TimestampNtz),
                 v(json!("1969-12-31T23:59:59+00:00")),
             ),
             (
-                ts("0001-01-01 00:00:00", "TIMESTAMP_NTZ"),
+                ts("0001-01-01 00:00:00", SqlType::TimestampNtz),
                 v(json!("0001-01-01T00:00:00+00:00")),
             ),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
         ] },
-        Column { name: "TS_TZ", sql_type: "TIMESTAMP_TZ", field_type: "unix_timestamp", cells: [
+        Column { name: "TS_TZ", sql_type: SqlType::TimestampTz, field_type: "unix_timestamp", cells: [
             (
-                ts("2024-01-01 10:00:00 +05:30", "TIMESTAMP_TZ"),
+                ts("2024-01-01 10:00:00 +05:30", SqlType::TimestampTz),
                 v(json!("2024-01-01T04:30:00+00:00")),
             ),
             (
-                ts("1965-06-01 00:00:00 -08:00", "TIMESTAMP_TZ"),
+                ts("1965-06-01 00:00:00 -08:00", SqlType::TimestampTz),
                 v(json!("1965-06-01T08:00:00+00:00")),
             ),
             (
-                ts("2024-03-10 02:30:00 +00:00", "TIMESTAMP_TZ"),
+                ts("2024-03-10 02:30:00 +00:00", SqlType::TimestampTz),
                 v(json!("2024-03-10T02:30:00+00:00")),
             ),
-            ("NULL".into(), Null),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
+            (Lit::Null, Null),
         ] },
-        Column { name: "TS_LTZ", sql_type: "TIMESTAMP_LTZ", field_type: "unix_timestamp", cells: [
+        Column { name: "TS_LTZ", sql_type: SqlType::TimestampLtz, field_type: "unix_timestamp", cells: [
             (
-                ts("2024-01-01 10:00:00 +01:00", "TIMESTAMP_LTZ"),
+                ts("2024-01-01 10:00:00 +01:00", SqlType::TimestampLtz),
                 v(json!("2024-01-01T09:00:00+00:00")),
             ),
             (
-                ts("1950-01-01 00:00:00", "TIMESTAMP_LTZ"),
+                ts("1950-01-01 00:00:00", SqlType::TimestampLtz),
                 v(json!("1950-01-01T00:00:00+00:00")),
             ),
-            ("NULL".into(), Null),
-            ("NULL".into(), Null),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
+            (Lit::Null, Null),
+            (Lit::Null, Null),
         ] },
-        Column { name: "L_I32", sql_type: "ARRAY", field_type: "int32_list", cells: [
+        Column { name: "L_I32", sql_type: SqlType::JsonArray, field_type: "int32_list", cells: [
             (json_doc("[1, -2, 2147483647]"), v(json!([1, -2, i32::MAX]))),
             (json_doc("[]"), v(json!([]))),
             (json_doc("[-2147483648]"), v(json!([i32::MIN]))),
             (json_doc("[1, null, 3]"), Skip("null_in_list")),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
         ] },
-        Column { name: "L_I64", sql_type: "ARRAY", field_type: "int64_list", cells: [
+        Column { name: "L_I64", sql_type: SqlType::JsonArray, field_type: "int64_list", cells: [
             // Beyond f64's exact integers: must not pass through a float.
             (
                 json_doc("[9007199254740993, -1]"),
@@ -237,9 +243,9 @@ fn matrix() -> Vec<Column> {
             (json_doc("[]"), v(json!([]))),
             (json_doc("[9223372036854775807]"), v(json!([i64::MAX]))),
             (json_doc(r#"[1, "x"]"#), Skip("unrepresentable")),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
         ] },
-        Column { name: "L_DBL", sql_type: "VARIANT", field_type: "double_list", cells: [
+        Column { name: "L_DBL", sql_type: SqlType::Json, field_type: "double_list", cells: [
             (json_doc("[1.5, 0.1]"), v(json!([1.5, 0.1]))),
             (
                 json_doc(r#"["NaN", "Infinity", "-Infinity"]"#),
@@ -247,16 +253,16 @@ fn matrix() -> Vec<Column> {
             ),
             (json_doc("[]"), v(json!([]))),
             (json_doc("5"), Skip("invalid_list")),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
         ] },
-        Column { name: "L_FLT", sql_type: "ARRAY", field_type: "float_list", cells: [
+        Column { name: "L_FLT", sql_type: SqlType::JsonArray, field_type: "float_list", cells: [
             (json_doc("[0.1, -2.5]"), v(json!([f32_of(0.1), -2.5]))),
             (json_doc("[]"), v(json!([]))),
             (json_doc(r#"["NaN"]"#), v(json!(["NaN"]))),
             (json_doc("[1e300]"), Skip("overflow")),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
         ] },
-        Column { name: "L_STR", sql_type: "ARRAY", field_type: "string_list", cells: [
+        Column { name: "L_STR", sql_type: SqlType::JsonArray, field_type: "string_list", cells: [
             (
                 json_doc(r#"["ü", "", "日本"]"#),
                 v(json!(["ü", "", "日本"])),
@@ -267,9 +273,9 @@ fn matrix() -> Vec<Column> {
                 v(json!([AWKWARD])),
             ),
             (json_doc(r#"["a", null]"#), Skip("null_in_list")),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
         ] },
-        Column { name: "L_BYT", sql_type: "ARRAY", field_type: "bytes_list", cells: [
+        Column { name: "L_BYT", sql_type: SqlType::JsonArray, field_type: "bytes_list", cells: [
             (
                 json_doc(r#"["hi", "ü"]"#),
                 v(json!([b64(b"hi"), b64("ü".as_bytes())])),
@@ -277,16 +283,16 @@ fn matrix() -> Vec<Column> {
             (json_doc("[]"), v(json!([]))),
             (json_doc(r#"[""]"#), v(json!([b64(b"")]))),
             (json_doc("[1]"), Skip("unrepresentable")),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
         ] },
-        Column { name: "L_BOOL", sql_type: "ARRAY", field_type: "bool_list", cells: [
+        Column { name: "L_BOOL", sql_type: SqlType::JsonArray, field_type: "bool_list", cells: [
             (json_doc("[true, false]"), v(json!([true, false]))),
             (json_doc("[]"), v(json!([]))),
             (json_doc("[false]"), v(json!([false]))),
             (json_doc("[true, null]"), Skip("null_in_list")),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
         ] },
-        Column { name: "L_TS", sql_type: "ARRAY", field_type: "unix_timestamp_list", cells: [
+        Column { name: "L_TS", sql_type: SqlType::JsonArray, field_type: "unix_timestamp_list", cells: [
             (
                 json_doc(r#"["2024-01-01", "1960-01-01 00:00:00", 1700000000]"#),
                 v(json!([
@@ -301,7 +307,7 @@ fn matrix() -> Vec<Column> {
                 v(json!(["2024-01-01T04:30:00+00:00"])),
             ),
             (json_doc(r#"["not a time"]"#), Skip("unrepresentable")),
-            ("NULL".into(), Null),
+            (Lit::Null, Null),
         ] },
     ]
 }
@@ -321,11 +327,11 @@ fn short(j: &Json) -> String {
 
 /// The stdout and stderr of a command that must have succeeded (quoted
 /// shortened on failure: some values are megabytes).
-fn ok(out: std::process::Output) -> (String, String) {
+fn ok(out: std::process::Output, kind: Kind) -> (String, String) {
     let (printed, err) = (stdout(&out), stderr(&out));
     assert!(
         out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
+        "{kind:?}: exit {:?}\nstdout: {}\nstderr: {}",
         out.status.code(),
         &printed[..printed.len().min(4000)],
         &err[..err.len().min(4000)]
@@ -335,6 +341,13 @@ fn ok(out: std::process::Output) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_field_type_round_trips_through_feast_with_its_edges() {
+    for kind in Kind::ALL {
+        round_trip(kind).await;
+    }
+}
+
+/// The whole matrix against one warehouse kind.
+async fn round_trip(kind: Kind) {
     let matrix = matrix();
     assert_eq!(
         matrix
@@ -346,34 +359,39 @@ async fn every_field_type_round_trips_through_feast_with_its_edges() {
         "the matrix covers all 16 field types"
     );
 
-    let w = SnowflakeWorld::shared().await;
+    let w = kind.world(Mode::Shared).await;
     let columns: Vec<String> = matrix
         .iter()
-        .map(|c| format!(r#""{}" {}"#, c.name, c.sql_type))
+        .map(|c| format!(r#""{}" {}"#, c.name, w.sql_type(c.sql_type)))
         .collect();
     let mut statements = vec![format!(
-        r#"CREATE TABLE "{TABLE}" ("DOMAIN_USERID" VARCHAR, "UPDATED_AT" TIMESTAMP_NTZ, {})"#,
+        r#"CREATE TABLE "{TABLE}" ("DOMAIN_USERID" {}, "UPDATED_AT" {}, {})"#,
+        w.sql_type(SqlType::Text),
+        w.sql_type(SqlType::TimestampNtz),
         columns.join(", ")
     )];
+    let stamped = |at: &str| w.literal(&Lit::Timestamp(at.into(), SqlType::TimestampNtz));
     for (i, entity) in ENTITIES.iter().enumerate() {
-        let cells: Vec<&str> = matrix.iter().map(|c| c.cells[i].0.as_str()).collect();
+        let cells: Vec<String> = matrix.iter().map(|c| w.literal(&c.cells[i].0)).collect();
         statements.push(format!(
-            r#"INSERT INTO "{TABLE}" SELECT {}, '2024-05-01 10:00:00'::TIMESTAMP_NTZ, {}"#,
-            sql::string_literal(entity),
+            r#"INSERT INTO "{TABLE}" SELECT {}, {}, {}"#,
+            w.literal(&Lit::Text(entity.to_string())),
+            stamped("2024-05-01 10:00:00"),
             cells.join(", ")
         ));
     }
     let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
-    w.sql("SIGNALS", &refs).await;
+    w.exec(&refs).await;
 
     let fields: Vec<Json> = matrix
         .iter()
         .map(|c| json!({"name": c.name, "type": c.field_type}))
         .collect();
+    let mut source = w.source(TABLE, "UPDATED_AT");
+    source["name"] = json!("types_source");
     let view = json!({
         "name": VIEW, "version": 1, "entity": {"name": "domain_userid"},
-        "batch_source": {"name": "types_source", "database": w.db, "schema": "SIGNALS",
-                         "table": TABLE, "timestamp_field": "UPDATED_AT"},
+        "batch_source": source,
         "fields": fields, "online": true
     });
     std::fs::write(w.views().join("view.json"), view.to_string()).unwrap();
@@ -383,7 +401,7 @@ async fn every_field_type_round_trips_through_feast_with_its_edges() {
             .set("warehouse.query_timeout", "60s"),
     );
 
-    let materializer = |args: &[&str]| ok(w.materializer(args, &[]));
+    let materializer = |args: &[&str]| ok(w.materializer(args, &[]), kind);
     let (sync_out, sync_log) = materializer(&["sync"]);
 
     // Unrepresentable values: skipped per field, counted by reason in the run
@@ -401,16 +419,16 @@ async fn every_field_type_round_trips_through_feast_with_its_edges() {
     let (status, _) = materializer(&["status", "--json"]);
     let status: Json = serde_json::from_str(&status).unwrap();
     let last = &status[0]["last_run"];
-    assert_eq!(last["status"], json!("ok"), "{sync_out}");
-    assert_eq!(last["rows_read"], json!(ENTITIES.len()), "{last}");
-    assert_eq!(last["rows_written"], json!(ENTITIES.len()), "{last}");
-    assert_eq!(last["skipped"], json!(want_skips), "{sync_out}");
+    assert_eq!(last["status"], json!("ok"), "{kind:?}: {sync_out}");
+    assert_eq!(last["rows_read"], json!(ENTITIES.len()), "{kind:?}: {last}");
+    assert_eq!(last["rows_written"], json!(ENTITIES.len()), "{kind:?}: {last}");
+    assert_eq!(last["skipped"], json!(want_skips), "{kind:?}: {sync_out}");
     for (column, reason) in &skipped_columns {
         assert!(
             sync_log
                 .lines()
                 .any(|l| l.contains(column) && l.contains(reason)),
-            "no log line names column {column} with reason {reason}:\n{sync_log}"
+            "{kind:?}: no log line names column {column} with reason {reason}:\n{sync_log}"
         );
     }
 
@@ -425,21 +443,21 @@ async fn every_field_type_round_trips_through_feast_with_its_edges() {
 
     let mut wrong = Vec::new();
     for c in &matrix {
-        for (i, (sql_expr, expect)) in c.cells.iter().enumerate() {
+        for (i, (lit, expect)) in c.cells.iter().enumerate() {
             let value = &got[c.name][i];
             let kind_got = &got["kinds"][c.name][i];
             let (want_value, want_kind) = match expect {
-                Value(j) => (j.clone(), json!(kind(c.field_type))),
+                Value(j) => (j.clone(), json!(value_kind(c.field_type))),
                 Null | Skip(_) => (Json::Null, Json::Null),
             };
             if *value != want_value || *kind_got != want_kind {
                 wrong.push(format!(
-                    "{} ({} -> {}) of {:?} from `{}`: Feast read {} ({}), expected {} ({})",
+                    "{kind:?}: {} ({} -> {}) of {:?} from `{}`: Feast read {} ({}), expected {} ({})",
                     c.name,
-                    c.sql_type,
+                    w.sql_type(c.sql_type),
                     c.field_type,
                     ENTITIES[i],
-                    short(&json!(sql_expr)),
+                    short(&json!(w.literal(lit))),
                     short(value),
                     kind_got,
                     short(&want_value),
@@ -459,7 +477,7 @@ async fn every_field_type_round_trips_through_feast_with_its_edges() {
         assert_eq!(
             got["event_timestamps"]["I32"][i],
             json!("2024-05-01T10:00:00.000000000Z"),
-            "{e}"
+            "{kind:?}: {e}"
         );
     }
 
@@ -470,20 +488,18 @@ async fn every_field_type_round_trips_through_feast_with_its_edges() {
         .iter()
         .map(|c| match c.name {
             "I32" => "2147483648".to_string(),
-            "STR" => "'newer'".to_string(),
+            "STR" => w.literal(&Lit::Text("newer".into())),
             _ => "NULL".to_string(),
         })
         .collect();
-    w.sql(
-        "SIGNALS",
-        &[&format!(
-            r#"INSERT INTO "{TABLE}" SELECT 'typical', '2024-05-02 10:00:00'::TIMESTAMP_NTZ, {}"#,
-            newer_cells.join(", ")
-        )],
-    )
+    w.exec(&[&format!(
+        r#"INSERT INTO "{TABLE}" SELECT 'typical', {}, {}"#,
+        stamped("2024-05-02 10:00:00"),
+        newer_cells.join(", ")
+    )])
     .await;
     let (out, _) = materializer(&["sync"]);
-    assert!(out.contains(" ok ") && out.contains("overflow="), "{out}");
+    assert!(out.contains(" ok ") && out.contains("overflow="), "{kind:?}: {out}");
     let (profile, _) = materializer(&["profile", "--view", VIEW, "typical"]);
     let profile: Json = serde_json::from_str(&profile).unwrap();
     assert_eq!(

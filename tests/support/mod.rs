@@ -936,3 +936,195 @@ fn render_cell(col: &dyn Array, row: usize) -> Option<String> {
         other => format!("<unrendered {other:?}>"),
     })
 }
+
+// ---------------------------------------------------------------------------
+// Databricks SQL Statement Execution API stand-in (begin; owned by the Databricks backend)
+
+/// The personal access token, OAuth client and warehouse every
+/// [`DatabricksServer`] accepts.
+pub const DATABRICKS_TOKEN: &str = "dapi-test-token";
+pub const DATABRICKS_CLIENT_ID: &str = "test-client";
+pub const DATABRICKS_CLIENT_SECRET: &str = "test-secret";
+pub const DATABRICKS_WAREHOUSE: &str = "test-warehouse";
+
+/// `tests/support/databricks_server.py` (the Statement Execution API on
+/// DuckDB) in its own process on `127.0.0.1:port`, killed on drop (and gone
+/// when this test process exits: its stdin closes). Results come in chunks
+/// of [`TEST_CHUNK_ROWS`] rows, each behind an external link of its own.
+pub struct DatabricksServer {
+    pub port: u16,
+    /// `http://127.0.0.1:{port}`: `warehouse.host` for the daemon.
+    pub host: String,
+    process: Mutex<Option<SfProcess>>,
+    log_path: PathBuf,
+}
+
+fn spawn_databricks(port: u16, log_path: &Path) -> Result<(SfProcess, u16), String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|e| format!("open {}: {e}", log_path.display()))?;
+    let mut child = Command::new(venv_python("databricks"))
+        .arg(project_root().join("tests/support/databricks_server.py"))
+        .args(["--port", &port.to_string(), "--exit-on-stdin-close"])
+        .args(["--chunk-rows", &TEST_CHUNK_ROWS.to_string()])
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("spawn databricks_server.py: {e}"))?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    let ready = stdout
+        .read_line(&mut line)
+        .ok()
+        .and_then(|_| line.strip_prefix("READY "))
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    match ready {
+        Some(p) => {
+            std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+            Ok((SfProcess { child, _stdin: stdin }, p))
+        }
+        None => {
+            kill_and_reap(&mut child);
+            Err(format!(
+                "databricks_server.py did not print READY ({line:?}); log {}:\n{}",
+                log_path.display(),
+                log_tail(log_path)
+            ))
+        }
+    }
+}
+
+impl DatabricksServer {
+    /// Starts a server of its own on a free port (well under a second once
+    /// the venv exists).
+    pub fn start() -> Self {
+        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "databricks-server-{}-{}.log",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (process, port) = spawn_databricks(0, &log_path).unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            port,
+            host: format!("http://127.0.0.1:{port}"),
+            process: Mutex::new(Some(process)),
+            log_path,
+        }
+    }
+
+    /// Kills the server (everything in it is lost). Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.lock().unwrap().take() {
+            kill_and_reap(&mut p.child);
+        }
+    }
+
+    /// Kills the server if running and starts an empty one on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut last_err = String::new();
+        for _ in 0..10 {
+            match spawn_databricks(self.port, &self.log_path) {
+                Ok((process, _)) => {
+                    *self.process.lock().unwrap() = Some(process);
+                    return;
+                }
+                Err(e) => last_err = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("could not restart databricks_server.py: {last_err}");
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.lock().unwrap().as_ref().map(|p| p.child.id())
+    }
+
+    /// Freezes the server (SIGSTOP): connections hang, like a hung warehouse.
+    pub fn pause(&self) {
+        signal(self.pid().expect("databricks server is not running"), "STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.pid().expect("databricks server is not running"), "CONT");
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Sets the server's test switches (`chunk_rows`, `statement_delay_ms`,
+    /// `link_delay_ms`, `link_fail`, `oauth_expires_in`; see the server's
+    /// doc) and resets its counters.
+    pub async fn configure(&self, settings: &[(&str, String)]) {
+        let query: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let url = format!("{}/__test/config?{}", self.host, query.join("&"));
+        let reply = reqwest::Client::new().post(&url).send().await;
+        assert!(
+            reply.as_ref().is_ok_and(|r| r.status().is_success()),
+            "POST {url}: {reply:?}"
+        );
+    }
+
+    /// What the server counted since the last [`DatabricksServer::configure`]:
+    /// `{statements, polls, chunk_requests, links_served, max_links_in_flight,
+    /// links_refused, links_failed, tokens_issued, cancels: [{statement_id,
+    /// state_before, statement}], sql: [...]}`.
+    pub async fn log(&self) -> serde_json::Value {
+        let url = format!("{}/__test/log", self.host);
+        reqwest::get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// Runs statements in order through the API (token auth, waiting up to
+    /// 50 s each, no catalog or schema given: names are qualified); panics
+    /// with the SQL and the error on failure.
+    pub async fn exec(&self, sqls: &[&str]) {
+        let client = reqwest::Client::new();
+        for sql in sqls {
+            let reply: serde_json::Value = client
+                .post(format!("{}/api/2.0/sql/statements", self.host))
+                .bearer_auth(DATABRICKS_TOKEN)
+                .json(&serde_json::json!({
+                    "statement": sql, "warehouse_id": DATABRICKS_WAREHOUSE, "wait_timeout": "50s",
+                    "disposition": "EXTERNAL_LINKS", "format": "ARROW_STREAM"
+                }))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert_eq!(
+                reply["status"]["state"],
+                "SUCCEEDED",
+                "SQL failed: {sql}\n{reply}\nserver log {}:\n{}",
+                self.log_path.display(),
+                log_tail(&self.log_path)
+            );
+        }
+    }
+}
+
+impl Drop for DatabricksServer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.stop();
+    }
+}
+
+// Databricks stand-in (end)
