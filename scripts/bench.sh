@@ -353,9 +353,9 @@ CREATE TABLE bench_pg."BENCH_PG" ("DOMAIN_USERID" text, "TOTAL_TRANSACTIONS" int
   "IS_RETURNING" boolean, "UPDATED_AT" timestamp);
 INSERT INTO bench_pg."BENCH_PG"
   SELECT 'user-' || lpad(s::text, 8, '0'), (s % 1000)::integer, s * 37, (s % 997) / 7.0,
-         (ARRAY['books', 'garden', 'toys', 'music', 'sports'])[1 + s % 5], s % 3 = 0,
+         (ARRAY['books', 'garden', 'toys', 'music', 'sports'])[(1 + s % 5)::integer], s % 3 = 0,
          TIMESTAMP '2024-01-01' + (s * 2592) * INTERVAL '1 millisecond'
-  FROM generate_series(0, $pg_rows - 1) AS s;
+  FROM generate_series(0::bigint, $pg_rows - 1) AS s;
 ANALYZE bench_pg."BENCH_PG";
 EOF
   cat >"$dir/views/bench.json" <<EOF

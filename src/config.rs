@@ -238,6 +238,8 @@ pub enum WarehouseConfig {
     Postgres(PostgresConfig),
     /// `kind = "databricks"`: a Databricks SQL warehouse.
     Databricks(DatabricksConfig),
+    /// `kind = "bigquery"`: Google BigQuery over its REST API.
+    Bigquery(BigqueryConfig),
 }
 
 /// The value of `warehouse.kind`.
@@ -249,6 +251,7 @@ pub enum WarehouseKind {
     Parquet,
     Postgres,
     Databricks,
+    Bigquery,
 }
 
 /// `kind = "parquet"`: tables are Parquet files below a directory.
@@ -393,6 +396,133 @@ pub struct DatabricksConfig {
     pub ntz_time_zone: String,
 }
 
+// --- kind = "bigquery" (begin; owned by the BigQuery backend) ---
+
+/// `kind = "bigquery"`: Google BigQuery through its REST API (`jobs.query`,
+/// `jobs.getQueryResults`), as a service account whose JSON key file is
+/// `credentials_path`. A batch source's `database` is the project holding
+/// the dataset (default `project`) and its `schema` the dataset.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BigqueryConfig {
+    /// The project that runs (and is billed for) the query jobs. Required.
+    #[serde(default)]
+    pub project: String,
+    /// Where jobs run (`US`, `EU`, `europe-west3`, ...). Default: BigQuery
+    /// picks it from the datasets the query reads.
+    pub location: Option<String>,
+    /// The service account's JSON key file (a secret: read at start, never shown). Required.
+    pub credentials_path: Option<PathBuf>,
+    /// Dataset for views whose batch source names no `schema`.
+    pub dataset: Option<String>,
+    /// The REST root. Default `https://bigquery.googleapis.com/bigquery/v2`;
+    /// set it for a private endpoint or a test server.
+    pub api_url: Option<String>,
+    /// The Storage Read API's endpoint; accepted for private endpoints, but
+    /// windows are read over REST (see the README's BigQuery section).
+    pub storage_url: Option<String>,
+    /// The OAuth token endpoint. Default: the key file's `token_uri`, else
+    /// `https://oauth2.googleapis.com/token`.
+    pub token_url: Option<String>,
+    /// Upper bound on one query job (from `jobs.query` to its last result
+    /// page) and on one request. Default `2m`.
+    #[serde(default = "default_query_timeout", with = "duration")]
+    pub query_timeout: Duration,
+    /// IANA zone whose wall times DATETIME values are; a view's
+    /// `batch_source.ntz_time_zone` overrides it. Default `UTC`.
+    #[serde(default = "default_ntz_time_zone")]
+    pub ntz_time_zone: String,
+}
+
+/// A service account's key, from its JSON key file. No `Debug` of the key.
+pub struct ServiceAccountKey {
+    pub client_email: String,
+    pub private_key_pem: Secret,
+    pub private_key_id: Option<String>,
+    pub token_uri: Option<String>,
+}
+
+impl BigqueryConfig {
+    /// `ntz_time_zone` as a zone; the error names the key.
+    pub fn ntz_zone(&self) -> Result<crate::time::Tz> {
+        ntz_zone(&self.ntz_time_zone)
+    }
+
+    /// The key file read and checked. Errors name the key and the file, never its content.
+    pub fn service_account(&self) -> Result<ServiceAccountKey> {
+        let Some(path) = &self.credentials_path else {
+            bail!("warehouse.credentials_path: required for kind = \"bigquery\" (a service account's JSON key file)");
+        };
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("warehouse.credentials_path: cannot read {}", path.display())
+        })?;
+        #[derive(Deserialize)]
+        struct KeyFile {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+            client_email: Option<String>,
+            private_key: Option<String>,
+            private_key_id: Option<String>,
+            token_uri: Option<String>,
+        }
+        // serde_json's error names a line and column only, never the text.
+        let key: KeyFile = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "warehouse.credentials_path: {} is not a JSON key file (line {}, column {})",
+                path.display(),
+                e.line(),
+                e.column()
+            )
+        })?;
+        if key.kind.as_deref().is_some_and(|k| k != "service_account") {
+            bail!(
+                "warehouse.credentials_path: {} is not a service account key (its type is not \"service_account\")",
+                path.display()
+            );
+        }
+        let (Some(client_email), Some(private_key)) = (key.client_email, key.private_key) else {
+            bail!(
+                "warehouse.credentials_path: {} has no client_email or private_key",
+                path.display()
+            );
+        };
+        if !private_key.contains("PRIVATE KEY") {
+            bail!(
+                "warehouse.credentials_path: {}: private_key is not a PEM private key",
+                path.display()
+            );
+        }
+        Ok(ServiceAccountKey {
+            client_email,
+            private_key_pem: Secret(private_key),
+            private_key_id: key.private_key_id,
+            token_uri: key.token_uri,
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.project.trim().is_empty() {
+            bail!("warehouse.project: required for kind = \"bigquery\" (the billing project)");
+        }
+        for (key, value) in [
+            ("api_url", &self.api_url),
+            ("storage_url", &self.storage_url),
+            ("token_url", &self.token_url),
+        ] {
+            if let Some(v) = value {
+                let u = url::Url::parse(v.trim())
+                    .map_err(|e| anyhow::anyhow!("warehouse.{key}: not a URL: {e}"))?;
+                if !matches!(u.scheme(), "https" | "http") || u.host_str().is_none() {
+                    bail!("warehouse.{key}: not an http(s) URL with a host");
+                }
+            }
+        }
+        self.service_account()?;
+        Ok(())
+    }
+}
+
+// --- kind = "bigquery" (end) ---
+
 /// How the daemon proves who it is to Databricks.
 pub enum DatabricksAuth {
     Token(Secret),
@@ -490,6 +620,7 @@ impl WarehouseConfig {
             WarehouseConfig::Snowflake(_) => WarehouseKind::Snowflake,
             WarehouseConfig::Postgres(_) => WarehouseKind::Postgres,
             WarehouseConfig::Databricks(_) => WarehouseKind::Databricks,
+            WarehouseConfig::Bigquery(_) => WarehouseKind::Bigquery,
         }
     }
 
@@ -500,6 +631,7 @@ impl WarehouseConfig {
             WarehouseConfig::Snowflake(s) => s.ntz_zone(),
             WarehouseConfig::Postgres(p) => p.ntz_zone(),
             WarehouseConfig::Databricks(d) => d.ntz_zone(),
+            WarehouseConfig::Bigquery(b) => b.ntz_zone(),
         }
     }
 
@@ -518,7 +650,7 @@ impl WarehouseConfig {
             kind: WarehouseKind,
         }
         if !matches!(section.kind, ::config::ValueKind::Table(_)) {
-            bail!("warehouse: expected a table with kind = \"parquet\", \"snowflake\", \"postgres\" or \"databricks\"");
+            bail!("warehouse: expected a table with kind = \"parquet\", \"snowflake\", \"postgres\", \"databricks\" or \"bigquery\"");
         }
         let section = ::config::Value::new(
             None,
@@ -555,6 +687,11 @@ impl WarehouseConfig {
                     serde_ignored::deserialize(section, &mut unknown).map_err(shown)?;
                 WarehouseConfig::Databricks(s.warehouse)
             }
+            WarehouseKind::Bigquery => {
+                let s: Section<BigqueryConfig> =
+                    serde_ignored::deserialize(section, &mut unknown).map_err(shown)?;
+                WarehouseConfig::Bigquery(s.warehouse)
+            }
         })
     }
 
@@ -565,6 +702,7 @@ impl WarehouseConfig {
             WarehouseConfig::Snowflake(s) => s.check(),
             WarehouseConfig::Postgres(p) => p.check(),
             WarehouseConfig::Databricks(d) => d.check(),
+            WarehouseConfig::Bigquery(b) => b.check(),
         }
     }
 }

@@ -29,6 +29,8 @@ mod contract_holes;
 mod contract_random;
 #[path = "main/harness_smoke.rs"]
 mod harness_smoke;
+#[path = "main/bigquery_e2e.rs"]
+mod bigquery_e2e;
 #[path = "main/databricks_e2e.rs"]
 mod databricks_e2e;
 #[path = "main/erasure.rs"]

@@ -9,7 +9,9 @@
 //! own, or `{feature_view}__{attribute}` with `full_attribute_names` (Feast's
 //! convention). An unknown view or attribute is a 404 that names it; a
 //! malformed request is a 422 naming the key. Values decode as
-//! `profiles::read` documents. Services (`service`) are not supported.
+//! `profiles::read` documents; only the attributes asked for are read, so a
+//! stored value that cannot be decoded fails only the requests that ask for
+//! it (a 500 naming the field). Services (`service`) are not supported.
 //!
 //! A request names at most `api.max_entities` identifiers and asks for at most
 //! `api.max_cells` values (entities x attributes), else it is a 413 naming the

@@ -276,7 +276,10 @@ impl Conn {
             return Ok(None);
         };
         let mut c = c.clone();
-        let ranges: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await?;
+        let ranges: Vec<Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut c)
+            .await?;
         let mut map = SlotMap {
             nodes: Vec::new(),
             owner: vec![UNSERVED; SLOTS],

@@ -190,12 +190,117 @@ pub struct PreparedWrite {
 }
 
 /// Script calls sent as one pipeline: on a cluster, those of one primary
-/// (`one_primary`, by the slot map), or of one slot when no map is known.
+/// (by the slot map), or of one slot when no map is known.
 struct CallGroup {
     pipeline: redis::Pipeline,
-    one_primary: bool,
-    /// The slot of each call (a cluster only), to resend them slot by slot.
+    /// A slot of the primary whose keys the calls pass as arguments (see
+    /// [`encode_call`]); `None`: calls with declared keys.
+    via: Option<u16>,
+    /// The slot of each call with declared keys (a cluster only), to resend
+    /// them slot by slot.
     slots: Vec<u16>,
+}
+
+/// One newest-wins script call for the rows `which` (indexes into `rows`
+/// and their `keys`): with `declared` keys (one slot on a cluster), or
+/// with the keys passed as arguments (one primary's keys of many slots;
+/// see `newest_wins.lua`); `sha` names the script.
+fn encode_call(
+    sha: &str,
+    spec: &WriteSpec,
+    which: &[usize],
+    rows: &[Upsert<'_>],
+    keys: &[Vec<u8>],
+    declared: bool,
+) -> redis::Cmd {
+    let ttl = spec.ttl_ms > 0;
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha);
+    if !declared {
+        cmd.arg(0);
+    }
+    cmd.arg(which.len());
+    for &i in which {
+        cmd.arg(&keys[i][..]);
+    }
+    cmd.arg(&spec.ts_field)
+        .arg(&spec.gen_field)
+        .arg(spec.generation)
+        .arg(if ttl { "1" } else { "0" })
+        .arg(&spec.erased_field);
+    if which.iter().any(|&i| rows[i].delete) {
+        cmd.arg(spec.fields.len());
+        for f in &spec.fields {
+            cmd.arg(&f[..]);
+        }
+    } else {
+        cmd.arg(0);
+    }
+    let mut ts_buf = Vec::with_capacity(16);
+    for &i in which {
+        let r = &rows[i];
+        ts_buf.clear();
+        feast::push_timestamp(&mut ts_buf, r.ts);
+        if r.delete {
+            cmd.arg(-1);
+        } else {
+            cmd.arg(r.values.len());
+        }
+        if ttl {
+            cmd.arg(spec.deadline_ms(r.ts));
+        }
+        cmd.arg(&ts_buf[..]);
+        for (field, value) in r.values.iter().filter(|_| !r.delete) {
+            cmd.arg(&spec.fields[*field as usize][..]).arg(*value);
+        }
+    }
+    cmd
+}
+
+/// Splits a newest-wins call whose keys are arguments (one primary's keys,
+/// see [`encode_call`]) into calls with declared keys, one per
+/// slot, for a cluster whose slots moved since the call was encoded.
+fn split_by_slot(cmd: &redis::Cmd) -> Vec<(u16, redis::Cmd)> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(s) => Some(s),
+            redis::Arg::Cursor => None,
+        })
+        .collect();
+    let num = |b: &[u8]| -> i64 {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    // EVALSHA sha 0 n key... ; then tsf genf gen ttl erasedf m field... ;
+    // then per key: count (-1: a delete), [deadline], ts, field/value pairs.
+    let n = num(args[3]) as usize;
+    let header_at = 4 + n;
+    let ttl = args[header_at + 3] == b"1";
+    let m = num(args[header_at + 5]) as usize;
+    let header = &args[header_at..header_at + 6 + m];
+    let mut at = header_at + 6 + m;
+    let mut parts: BTreeMap<u16, (Vec<&[u8]>, Vec<&[u8]>)> = BTreeMap::new();
+    for key in &args[4..header_at] {
+        let len = 2 + usize::from(ttl) + 2 * num(args[at]).max(0) as usize;
+        let (keys, sections) = parts.entry(conn::slot(key)).or_default();
+        keys.push(key);
+        sections.extend_from_slice(&args[at..at + len]);
+        at += len;
+    }
+    parts
+        .into_iter()
+        .map(|(slot, (keys, sections))| {
+            let mut c = redis::cmd("EVALSHA");
+            c.arg(args[1]).arg(keys.len());
+            for a in keys.iter().chain(header).chain(&sections) {
+                c.arg(*a);
+            }
+            (slot, c)
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -291,8 +396,8 @@ impl ProfileStore {
     /// Connects (with timeouts; the connection reconnects by itself afterwards)
     /// and applies pending state migrations.
     pub async fn connect(cfg: &ProfilesConfig) -> Result<ProfileStore> {
-        let opener = conn::Opener::new(cfg)
-            .map_err(|e| anyhow::anyhow!("profiles.redis_url: {}", e))?;
+        let opener =
+            conn::Opener::new(cfg).map_err(|e| anyhow::anyhow!("profiles.redis_url: {}", e))?;
         let at = || match cfg.redis_type {
             RedisType::Redis => format!("Redis at {}", cfg.redis_url),
             RedisType::RedisCluster => format!("Redis Cluster at {}", cfg.redis_url),
@@ -409,7 +514,12 @@ impl ProfileStore {
             .iter()
             .map(|r| {
                 let mut key = Vec::with_capacity(64);
-                feast::push_entity_key(&mut key, &spec.join_key, r.entity.as_bytes(), &self.project);
+                feast::push_entity_key(
+                    &mut key,
+                    &spec.join_key,
+                    r.entity.as_bytes(),
+                    &self.project,
+                );
                 key
             })
             .collect();
@@ -430,34 +540,45 @@ impl ProfileStore {
         };
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&i| slots.get(i).copied().map(|s| (group_of(Some(s)), s)));
+        // A call's entities share its slot, or (a primary known) its primary.
+        let whole_primary = |slot: Option<u16>| group_of(slot) < 1 << 16 && map.is_some();
+        let call_key = |n: usize| {
+            let slot = slots.get(order[n]).copied();
+            (group_of(slot), slot.filter(|_| !whole_primary(slot)))
+        };
         // Crash tests only: one call per pipeline, so a crash can land between
         // two of them, leaving half a page in Redis.
         let call_per_pipeline = crate::failpoints::armed("mid_page");
         let mut groups: Vec<CallGroup> = Vec::new();
         let mut start = 0;
         while start < order.len() {
-            let slot_of = |n: usize| slots.get(order[n]).copied();
             let mut end = start + 1;
-            while end < order.len() && end - start < batch && slot_of(end) == slot_of(start) {
+            while end < order.len() && end - start < batch && call_key(end) == call_key(start) {
                 end += 1;
             }
-            let group = group_of(slot_of(start));
+            let slot = slots.get(order[start]).copied();
             let same_group =
-                start > 0 && !call_per_pipeline && group_of(slot_of(start - 1)) == group;
+                start > 0 && !call_per_pipeline && call_key(start - 1).0 == call_key(start).0;
             if !same_group {
-                let one_primary = slot_of(start)
-                    .zip(map.as_ref())
-                    .is_some_and(|(s, m)| m.node_of(s).is_some());
                 groups.push(CallGroup {
                     pipeline: redis::pipe(),
-                    one_primary,
+                    via: slot.filter(|_| whole_primary(slot)),
                     slots: Vec::new(),
                 });
             }
             let g = groups.last_mut().expect("one group at least");
-            g.pipeline
-                .add_command(self.encode_call(spec, &order[start..end], rows, &keys));
-            g.slots.extend(slot_of(start));
+            let declared = g.via.is_none();
+            g.pipeline.add_command(encode_call(
+                self.script.get_hash(),
+                spec,
+                &order[start..end],
+                rows,
+                &keys,
+                declared,
+            ));
+            if declared {
+                g.slots.extend(slot);
+            }
             start = end;
         }
         PreparedWrite {
@@ -466,64 +587,16 @@ impl ProfileStore {
         }
     }
 
-    /// One newest-wins script call for the rows `which` (indexes into `rows`
-    /// and their `keys`).
-    fn encode_call(
-        &self,
-        spec: &WriteSpec,
-        which: &[usize],
-        rows: &[Upsert<'_>],
-        keys: &[Vec<u8>],
-    ) -> redis::Cmd {
-        let ttl = spec.ttl_ms > 0;
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash()).arg(which.len());
-        for &i in which {
-            cmd.arg(&keys[i][..]);
-        }
-        cmd.arg(&spec.ts_field)
-            .arg(&spec.gen_field)
-            .arg(spec.generation)
-            .arg(if ttl { "1" } else { "0" })
-            .arg(&spec.erased_field);
-        if which.iter().any(|&i| rows[i].delete) {
-            cmd.arg(spec.fields.len());
-            for f in &spec.fields {
-                cmd.arg(&f[..]);
-            }
-        } else {
-            cmd.arg(0);
-        }
-        let mut ts_buf = Vec::with_capacity(16);
-        for &i in which {
-            let r = &rows[i];
-            ts_buf.clear();
-            feast::push_timestamp(&mut ts_buf, r.ts);
-            if r.delete {
-                cmd.arg(-1);
-            } else {
-                cmd.arg(r.values.len());
-            }
-            if ttl {
-                cmd.arg(spec.deadline_ms(r.ts));
-            }
-            cmd.arg(&ts_buf[..]);
-            for (field, value) in r.values.iter().filter(|_| !r.delete) {
-                cmd.arg(&spec.fields[*field as usize][..]).arg(*value);
-            }
-        }
-        cmd
-    }
-
     /// Sends what [`ProfileStore::prepare`] encoded; on a cluster, every
     /// primary's pipeline at once. On error, treat every row of it as
     /// unwritten (some may have landed; rewriting them is harmless).
     pub async fn send(&self, prepared: PreparedWrite) -> StoreResult<WriteOutcome> {
         let written = if self.conn.is_cluster() {
-            let counts = futures::stream::iter(prepared.groups.into_iter().map(|g| self.send_group(g)))
-                .buffer_unordered(CLUSTER_IN_FLIGHT)
-                .collect::<Vec<_>>()
-                .await;
+            let counts =
+                futures::stream::iter(prepared.groups.into_iter().map(|g| self.send_group(g)))
+                    .buffer_unordered(CLUSTER_IN_FLIGHT)
+                    .collect::<Vec<_>>()
+                    .await;
             let mut written = 0;
             for c in counts {
                 written += c?;
@@ -555,23 +628,36 @@ impl ProfileStore {
     ) -> impl std::future::Future<Output = StoreResult<u64>> + Send + 'static {
         let store = self.clone();
         async move {
-            if g.one_primary {
-                match store.send_one(g.pipeline.clone(), g.slots.first().copied()).await {
+            let mut by_slot: BTreeMap<u16, redis::Pipeline> = BTreeMap::new();
+            if let Some(via) = g.via {
+                match store.send_one(g.pipeline.clone(), Some(via)).await {
                     Ok(n) => return Ok(n),
                     Err(e) => {
                         tracing::debug!(error = %e, "pipeline to a primary failed; sending per slot");
                         store.refresh_slot_map().await;
                     }
                 }
+                for cmd in g.pipeline.cmd_iter() {
+                    for (slot, part) in split_by_slot(cmd) {
+                        by_slot
+                            .entry(slot)
+                            .or_insert_with(redis::pipe)
+                            .add_command(part);
+                    }
+                }
+            } else {
+                for (cmd, slot) in g.pipeline.cmd_iter().zip(&g.slots) {
+                    by_slot
+                        .entry(*slot)
+                        .or_insert_with(redis::pipe)
+                        .add_command(cmd.clone());
+                }
             }
-            let mut by_slot: BTreeMap<u16, redis::Pipeline> = BTreeMap::new();
-            for (cmd, slot) in g.pipeline.cmd_iter().zip(&g.slots) {
-                by_slot.entry(*slot).or_insert_with(redis::pipe).add_command(cmd.clone());
-            }
-            let counts = futures::stream::iter(by_slot.into_values().map(|p| store.send_one(p, None)))
-                .buffer_unordered(CLUSTER_IN_FLIGHT)
-                .collect::<Vec<_>>()
-                .await;
+            let counts =
+                futures::stream::iter(by_slot.into_values().map(|p| store.send_one(p, None)))
+                    .buffer_unordered(CLUSTER_IN_FLIGHT)
+                    .collect::<Vec<_>>()
+                    .await;
             let mut written = 0;
             for c in counts {
                 written += c?;
@@ -629,5 +715,70 @@ impl ProfileStore {
         let mut c = self.conn.clone();
         self.script.prepare_invoke().load_async(&mut c).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &redis::Cmd) -> Vec<Vec<u8>> {
+        cmd.args_iter()
+            .filter_map(|a| match a {
+                redis::Arg::Simple(s) => Some(s.to_vec()),
+                redis::Arg::Cursor => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_primary_wide_call_splits_into_the_per_slot_calls_it_replaces() {
+        let spec = WriteSpec {
+            join_key: "domain_userid".into(),
+            ts_field: "_ts:v_v1".into(),
+            gen_field: "_gen:v_v1".into(),
+            erased_field: "_erased:v_v1".into(),
+            generation: 3,
+            fields: vec![*b"f001", *b"f002"],
+            ttl_ms: 60_000,
+        };
+        let (v1, v2): (&[u8], &[u8]) = (b"one", b"two");
+        let values: Vec<(u32, &[u8])> = vec![(0, v1), (1, v2)];
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        // A call lists the view's fields when any of its rows is a delete:
+        // all rows or none are, so each part lists them as its call does.
+        for delete in [false, true] {
+            let rows: Vec<Upsert<'_>> = names
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Upsert {
+                    entity: e,
+                    ts: 1_700_000_000_000_000_000 + i as i64,
+                    values: &values[..i % 3],
+                    delete,
+                })
+                .collect();
+            let keys: Vec<Vec<u8>> = names
+                .iter()
+                .map(|e| feast::entity_key("domain_userid", e.as_bytes(), "signals"))
+                .collect();
+            let all: Vec<usize> = (0..rows.len()).collect();
+            let wide = encode_call("sha", &spec, &all, &rows, &keys, false);
+            let parts = split_by_slot(&wide);
+            let mut slots: Vec<u16> = keys.iter().map(|k| conn::slot(k)).collect();
+            slots.sort();
+            slots.dedup();
+            assert!(slots.len() > 1, "the entities must span slots");
+            assert_eq!(parts.iter().map(|p| p.0).collect::<Vec<_>>(), slots);
+            for (slot, part) in &parts {
+                let which: Vec<usize> = all
+                    .iter()
+                    .copied()
+                    .filter(|&i| conn::slot(&keys[i]) == *slot)
+                    .collect();
+                let declared = encode_call("sha", &spec, &which, &rows, &keys, true);
+                assert_eq!(args(part), args(&declared), "slot {slot}");
+            }
+        }
     }
 }

@@ -1,5 +1,10 @@
+#!lua flags=allow-cross-slot-keys
 -- Newest-wins upsert of many entities of one feature view, atomically per call.
--- KEYS[i]: entity hash keys (Feast layout).
+-- KEYS[i]: entity hash keys (Feast layout). On a Redis Cluster a call may
+-- instead declare no keys and pass them first: ARGV[1] = their count, then
+-- the keys, all served by the node the call runs on but of many slots (what
+-- the flag above allows; Redis refuses a key of another node, and the caller
+-- then resends per slot with declared keys). The arguments below follow them.
 -- ARGV[1]: timestamp hash field ("_ts:{feature_view}")
 -- ARGV[2]: generation hash field ("_gen:{feature_view}")
 -- ARGV[3]: the writer's shape generation (0 until the view is first reshaped)
@@ -98,15 +103,20 @@ local function later(a, b)
   return as > bs or (as == bs and an > bn)
 end
 
-local tsf, genf, gens = ARGV[1], ARGV[2], ARGV[3]
+local keys, o = KEYS, 0
+if #KEYS == 0 then
+  o = tonumber(ARGV[1]) + 1
+  keys = {unpack(ARGV, 2, o)}
+end
+local tsf, genf, gens = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
 local gen = tonumber(gens)
-local ttl = ARGV[4] == '1'
-local erasedf = ARGV[5]
-local m = tonumber(ARGV[6])
-local a = 7 + m
+local ttl = ARGV[o + 4] == '1'
+local erasedf = ARGV[o + 5]
+local m = tonumber(ARGV[o + 6])
+local a = o + 7 + m
 local written = 0
-for k = 1, #KEYS do
-  local key = KEYS[k]
+for k = 1, #keys do
+  local key = keys[k]
   local n = tonumber(ARGV[a])
   local d = a + 1
   local deadline
@@ -130,7 +140,7 @@ for k = 1, #KEYS do
     local expires
     if ttl then expires = redis.call('PEXPIRETIME', key) end
     if delete and m > 0 then
-      redis.call('HDEL', key, unpack(ARGV, 7, 6 + m))
+      redis.call('HDEL', key, unpack(ARGV, o + 7, o + 6 + m))
     end
     if gen > 0 then
       redis.call('HSET', key, genf, gens, tsf, unpack(ARGV, d, last))

@@ -807,7 +807,10 @@ impl ProfileStore {
         }
         let mut by_slot: BTreeMap<u16, Vec<Vec<u8>>> = BTreeMap::new();
         for k in keys {
-            by_slot.entry(super::conn::slot(k)).or_default().push(k.clone());
+            by_slot
+                .entry(super::conn::slot(k))
+                .or_default()
+                .push(k.clone());
         }
         let slots: Vec<u16> = by_slot.keys().copied().collect();
         let cmds = by_slot.values().map(|ks| cmd(ks)).collect();

@@ -28,6 +28,7 @@
 //!
 //! Errors say whether retrying can help ([`WarehouseError::is_retryable`]).
 
+pub mod bigquery;
 pub mod databricks;
 pub mod decode;
 pub mod parquet;
@@ -281,6 +282,7 @@ pub fn build(
         WarehouseConfig::Databricks(c) => {
             std::sync::Arc::new(databricks::DatabricksWarehouse::new(c)?)
         }
+        WarehouseConfig::Bigquery(c) => std::sync::Arc::new(bigquery::BigqueryWarehouse::new(c)?),
     })
 }
 

@@ -53,7 +53,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type};
-use tokio_postgres::{Client, CancelToken, RowStream};
+use tokio_postgres::{CancelToken, Client, RowStream};
 
 use super::sql::TimestampKind;
 use super::{
@@ -470,7 +470,12 @@ const LAST_MICROS: i64 = Nanos::MAX / 1000;
 
 /// The window's SQL and parameters: `$1`/`$2` the representable bounds,
 /// `$3` the lower bound of the window (exclusive) when there is one.
-fn window_sql(q: &WindowQuery, schema: &str, table: &str, kind: TimestampKind) -> (String, Vec<Micros>) {
+fn window_sql(
+    q: &WindowQuery,
+    schema: &str,
+    table: &str,
+    kind: TimestampKind,
+) -> (String, Vec<Micros>) {
     let cast = cast_of(kind);
     let e = ident(&q.entity_column);
     let ts = ident(&q.timestamp_column);
@@ -499,7 +504,12 @@ fn cast_of(kind: TimestampKind) -> &'static str {
 
 /// The count of rows pages leave out (see [`Warehouse::null_key_rows`]);
 /// `COUNT(CASE ...)` rather than `FILTER`, which Redshift lacks.
-fn null_key_rows_sql(q: &WindowQuery, schema: &str, table: &str, kind: TimestampKind) -> (String, Vec<Micros>) {
+fn null_key_rows_sql(
+    q: &WindowQuery,
+    schema: &str,
+    table: &str,
+    kind: TimestampKind,
+) -> (String, Vec<Micros>) {
     let cast = cast_of(kind);
     let e = ident(&q.entity_column);
     let ts = ident(&q.timestamp_column);
@@ -648,12 +658,17 @@ impl Warehouse for PostgresWarehouse {
         let text = |r: &tokio_postgres::Row, i: usize| -> Option<String> { r.get(i) };
         let mut tables: Vec<(String, String)> = Vec::new();
         for r in &rows {
-            let key = (text(r, 0).unwrap_or_default(), text(r, 1).unwrap_or_default());
+            let key = (
+                text(r, 0).unwrap_or_default(),
+                text(r, 1).unwrap_or_default(),
+            );
             if !tables.contains(&key) {
                 tables.push(key);
             }
         }
-        let Some((schema, name)) = pick_table(&tables, table.schema.as_deref(), &table.table).cloned() else {
+        let Some((schema, name)) =
+            pick_table(&tables, table.schema.as_deref(), &table.table).cloned()
+        else {
             let why = if tables.is_empty() {
                 "does not exist or is not visible to the configured user".to_string()
             } else {
@@ -670,7 +685,9 @@ impl Warehouse for PostgresWarehouse {
         };
         let columns = rows
             .iter()
-            .filter(|r| text(r, 0).as_deref() == Some(&schema) && text(r, 1).as_deref() == Some(&name))
+            .filter(|r| {
+                text(r, 0).as_deref() == Some(&schema) && text(r, 1).as_deref() == Some(&name)
+            })
             .map(|r| {
                 let elem = text(r, 6);
                 let elem_typtype = text(r, 7).unwrap_or_default();
@@ -834,10 +851,7 @@ impl Reading {
                     .try_get(i)
                     .map_err(|e| WarehouseError::Transient(format!("Postgres row: {e}")))?;
                 b.push(raw.map(|r| r.0)).map_err(|e| {
-                    WarehouseError::Permanent(format!(
-                        "column {}: {e}",
-                        row.columns()[i].name()
-                    ))
+                    WarehouseError::Permanent(format!("column {}: {e}", row.columns()[i].name()))
                 })?;
             }
             n += 1;
@@ -1260,12 +1274,24 @@ mod tests {
         // 12.50: digits [12, 5000], weight 0, dscale 2.
         assert_eq!(
             numeric_from_sql(&numeric_bytes(2, 0, 0, 2, &[12, 5000])),
-            Ok(Numeric::Exact { unscaled: 1250, scale: 2 })
+            Ok(Numeric::Exact {
+                unscaled: 1250,
+                scale: 2
+            })
         );
         // -9223372036854775808.00
         assert_eq!(
-            numeric_from_sql(&numeric_bytes(5, 4, 0x4000, 2, &[922, 3372, 368, 5477, 5808])),
-            Ok(Numeric::Exact { unscaled: -922_337_203_685_477_580_800, scale: 2 })
+            numeric_from_sql(&numeric_bytes(
+                5,
+                4,
+                0x4000,
+                2,
+                &[922, 3372, 368, 5477, 5808]
+            )),
+            Ok(Numeric::Exact {
+                unscaled: -922_337_203_685_477_580_800,
+                scale: 2
+            })
         );
         // 1e300: one digit (1) at weight 75, beyond 38 digits: a float.
         assert_eq!(
@@ -1275,27 +1301,47 @@ mod tests {
         // 0.0001 (weight -1), 0 (no digits), NaN.
         assert_eq!(
             numeric_from_sql(&numeric_bytes(1, -1, 0, 4, &[1])),
-            Ok(Numeric::Exact { unscaled: 1, scale: 4 })
+            Ok(Numeric::Exact {
+                unscaled: 1,
+                scale: 4
+            })
         );
         assert_eq!(
             numeric_from_sql(&numeric_bytes(0, 0, 0, 0, &[])),
-            Ok(Numeric::Exact { unscaled: 0, scale: 0 })
+            Ok(Numeric::Exact {
+                unscaled: 0,
+                scale: 0
+            })
         );
-        assert!(matches!(numeric_from_sql(&numeric_bytes(0, 0, 0xC000, 0, &[])), Ok(Numeric::Float(f)) if f.is_nan()));
+        assert!(
+            matches!(numeric_from_sql(&numeric_bytes(0, 0, 0xC000, 0, &[])), Ok(Numeric::Float(f)) if f.is_nan())
+        );
     }
 
     #[test]
     fn a_page_of_numerics_takes_its_largest_scale_or_becomes_float() {
         let a = numeric_array(&[
-            Some(Numeric::Exact { unscaled: 5, scale: 0 }),
+            Some(Numeric::Exact {
+                unscaled: 5,
+                scale: 0,
+            }),
             None,
-            Some(Numeric::Exact { unscaled: 125, scale: 2 }),
+            Some(Numeric::Exact {
+                unscaled: 125,
+                scale: 2,
+            }),
         ]);
         assert_eq!(a.data_type(), &DataType::Decimal128(38, 2));
         let d = a.as_any().downcast_ref::<Decimal128Array>().unwrap();
         assert_eq!(d.value(0), 500);
         assert!(d.is_null(1));
-        let f = numeric_array(&[Some(Numeric::Exact { unscaled: 5, scale: 0 }), Some(Numeric::Float(f64::NAN))]);
+        let f = numeric_array(&[
+            Some(Numeric::Exact {
+                unscaled: 5,
+                scale: 0,
+            }),
+            Some(Numeric::Float(f64::NAN)),
+        ]);
         assert_eq!(f.data_type(), &DataType::Float64);
     }
 
@@ -1308,15 +1354,24 @@ mod tests {
         assert_eq!(t("double precision", "float8"), TypeKind::Float);
         assert_eq!(t("character varying(20)", "varchar"), TypeKind::Text);
         assert_eq!(t("uuid", "uuid"), TypeKind::Text);
-        assert_eq!(t("timestamp without time zone", "timestamp"), TypeKind::Timestamp(TimestampKind::Ntz));
-        assert_eq!(t("timestamp with time zone", "timestamptz"), TypeKind::Timestamp(TimestampKind::Tz));
+        assert_eq!(
+            t("timestamp without time zone", "timestamp"),
+            TypeKind::Timestamp(TimestampKind::Ntz)
+        );
+        assert_eq!(
+            t("timestamp with time zone", "timestamptz"),
+            TypeKind::Timestamp(TimestampKind::Tz)
+        );
         assert_eq!(t("jsonb", "jsonb"), TypeKind::Variant);
         assert_eq!(t("interval", "interval"), TypeKind::Other);
         assert_eq!(column_type("mood", "mood", "e", None).kind, TypeKind::Text);
         let arr = column_type("bigint[]", "_int8", "b", Some(("int8", "b")));
         assert_eq!(
             arr.kind,
-            TypeKind::Array(Some(Box::new(ColumnType::new(TypeKind::Number { scale: 0 }, "bigint"))))
+            TypeKind::Array(Some(Box::new(ColumnType::new(
+                TypeKind::Number { scale: 0 },
+                "bigint"
+            ))))
         );
         assert_eq!(arr.to_string(), "bigint[]");
     }
@@ -1324,7 +1379,11 @@ mod tests {
     #[test]
     fn the_window_binds_its_bounds_and_quotes_names() {
         let q = WindowQuery {
-            table: TableRef { database: None, schema: Some("s".into()), table: "t".into() },
+            table: TableRef {
+                database: None,
+                schema: Some("s".into()),
+                table: "t".into(),
+            },
             entity_column: "E".into(),
             timestamp_column: "ts".into(),
             timestamp_type: column_type("timestamp with time zone", "timestamptz", "b", None),
@@ -1342,17 +1401,32 @@ mod tests {
         assert_eq!(params[2].0, 1);
         assert!(FIRST_MICROS * 1000 >= Nanos::MIN && LAST_MICROS * 1000 <= Nanos::MAX);
         let (count, _) = null_key_rows_sql(&q, "s", "t", TimestampKind::Tz);
-        assert!(count.contains("0::bigint") && !count.contains("FILTER"), "{count}");
+        assert!(
+            count.contains("0::bigint") && !count.contains("FILTER"),
+            "{count}"
+        );
     }
 
     #[test]
     fn tables_resolve_like_unquoted_identifiers() {
-        let found = vec![("public".to_string(), "events".to_string()), ("public".to_string(), "EVENTS".to_string())];
-        assert_eq!(pick_table(&found, Some("public"), "EVENTS"), Some(&found[1]));
-        assert_eq!(pick_table(&found, Some("PUBLIC"), "Events"), Some(&found[0]));
+        let found = vec![
+            ("public".to_string(), "events".to_string()),
+            ("public".to_string(), "EVENTS".to_string()),
+        ];
+        assert_eq!(
+            pick_table(&found, Some("public"), "EVENTS"),
+            Some(&found[1])
+        );
+        assert_eq!(
+            pick_table(&found, Some("PUBLIC"), "Events"),
+            Some(&found[0])
+        );
         let one = vec![("S".to_string(), "MixedCase".to_string())];
         assert_eq!(pick_table(&one, Some("s"), "mixedcase"), Some(&one[0]));
-        let two = vec![("s".to_string(), "Ab".to_string()), ("s".to_string(), "AB".to_string())];
+        let two = vec![
+            ("s".to_string(), "Ab".to_string()),
+            ("s".to_string(), "AB".to_string()),
+        ];
         assert_eq!(pick_table(&two, Some("s"), "aB"), None);
     }
 
@@ -1365,16 +1439,26 @@ mod tests {
         }
         b.extend_from_slice(&7i32.to_be_bytes());
         b.extend_from_slice(&(-1i32).to_be_bytes());
-        assert_eq!(array_elements(&b).unwrap(), vec![Some(&7i32.to_be_bytes()[..]), None]);
-        assert_eq!(array_elements(&0i32.to_be_bytes().repeat(3)).unwrap(), Vec::<Option<&[u8]>>::new());
+        assert_eq!(
+            array_elements(&b).unwrap(),
+            vec![Some(&7i32.to_be_bytes()[..]), None]
+        );
+        assert_eq!(
+            array_elements(&0i32.to_be_bytes().repeat(3)).unwrap(),
+            Vec::<Option<&[u8]>>::new()
+        );
     }
 
     #[test]
     fn urls_are_checked_without_quoting_them() {
         assert!(parse_url("postgres://u:pw@127.0.0.1:5432/test").is_ok());
-        let e = parse_url("postgres://u:s3cret@127.0.0.1:notaport/test").unwrap_err().to_string();
+        let e = parse_url("postgres://u:s3cret@127.0.0.1:notaport/test")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("s3cret") && e.contains("warehouse.url"), "{e}");
-        let e = parse_url("postgres://u:s3cret@127.0.0.1:5432").unwrap_err().to_string();
+        let e = parse_url("postgres://u:s3cret@127.0.0.1:5432")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("s3cret") && e.contains("database"), "{e}");
     }
 }

@@ -22,7 +22,7 @@ use materializer::profiles::{feast, read};
 use serde_json::{json, Value as Json};
 
 use crate::fixtures::{api_comes_up, feast_read, ConfigToml, Daemon, ParquetWorld, Rows};
-use crate::support::{free_port, key_slot, RedisCluster, RedisSentinel, RedisServer};
+use crate::support::{free_port, key_slot, redis_cmd, RedisCluster, RedisSentinel, RedisServer};
 
 const VIEW: &str = "store_kinds";
 const FV: &str = "store_kinds_v1";
@@ -362,18 +362,14 @@ enum Fault {
     KillSentinelMaster,
 }
 
-/// Round 1 synced; round 2's run is held after every page, and `fault` hits
-/// once some but not all of round 2 is in the store. That run may fail; the
-/// next one must leave every entity at round 2.
-async fn failover_mid_run(mut store: Store, fault: Fault) {
-    // A run that fails with its node may leave its lease on the promoted
-    // replica; the next run waits it out, so keep it short.
-    let w = world(&store, |c| c.set("sync.lease_ttl", "3s"));
-    write_round(&w, 1);
+/// Syncs round 1, then starts round 2's `sync` held after every page, and
+/// returns it once some but not all of round 2 is in the store.
+async fn held_round_2(store: &Store, w: &ParquetWorld) -> Daemon {
+    write_round(w, 1);
     w.sync();
-    assert_converged(&store, 1, false).await;
+    assert_converged(store, 1, false).await;
 
-    write_round(&w, 2);
+    write_round(w, 2);
     let mut run = w.spawn(
         "interrupted",
         &["sync"],
@@ -382,7 +378,7 @@ async fn failover_mid_run(mut store: Store, fault: Fault) {
     let total = entities(2).len();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let wrong = differences(&store, 2, false).await.unwrap().len();
+        let wrong = differences(store, 2, false).await.unwrap().len();
         if wrong < total {
             assert!(
                 wrong > 0,
@@ -397,6 +393,17 @@ async fn failover_mid_run(mut store: Store, fault: Fault) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    run
+}
+
+/// Round 1 synced; round 2's run is held after every page, and `fault` hits
+/// once some but not all of round 2 is in the store. That run may fail; the
+/// next one must leave every entity at round 2.
+async fn failover_mid_run(mut store: Store, fault: Fault) {
+    // A run that fails with its node may leave its lease on the promoted
+    // replica; the next run waits it out, so keep it short.
+    let w = world(&store, |c| c.set("sync.lease_ttl", "3s"));
+    let mut run = held_round_2(&store, &w).await;
     match fault {
         Fault::KillClusterPrimary => {
             let cluster = store.cluster();
@@ -420,6 +427,56 @@ async fn failover_mid_run(mut store: Store, fault: Fault) {
 
     let out = w.sync();
     assert!(out.contains(" ok "), "{out}");
+    assert_converged(&store, 2, false).await;
+    let status = w.status();
+    assert_eq!(status[0]["last_run"]["status"], json!("ok"), "{status}");
+}
+
+/// A resharding (slots and their keys move to another primary) and a
+/// `SCRIPT FLUSH` on every primary while a run writes: the run itself
+/// follows the moved slots and reloads the script, and completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_resharding_and_a_script_flush_mid_run_do_not_fail_the_run() {
+    let store = Store::Cluster(RedisCluster::start());
+    let w = world(&store, |c| c);
+    let mut run = held_round_2(&store, &w).await;
+    let cluster = match &store {
+        Store::Cluster(c) => c,
+        _ => unreachable!(),
+    };
+    for port in cluster.primaries() {
+        redis_cmd(port, &["SCRIPT", "FLUSH"]).unwrap();
+    }
+    let map = cluster.primary_map();
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "reshard",
+            &format!("127.0.0.1:{}", map[0].port),
+        ])
+        .args(["--cluster-from", &map[0].id, "--cluster-to", &map[1].id])
+        .args(["--cluster-slots", "3000", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        cluster.primary_map()[0]
+            .slots
+            .iter()
+            .map(|(a, b)| b - a + 1)
+            .sum::<u16>()
+            < 5461 - 2000
+    );
+    let status = run.wait_exit(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the run failed ({status:?}); log:\n{}",
+        run.log_tail(40)
+    );
     assert_converged(&store, 2, false).await;
     let status = w.status();
     assert_eq!(status[0]["last_run"]["status"], json!("ok"), "{status}");

@@ -156,7 +156,7 @@ fn signal(pid: u32, sig: &str) {
 // Redis
 
 mod redis_topologies;
-pub use redis_topologies::{key_slot, RedisCluster, RedisSentinel};
+pub use redis_topologies::{key_slot, redis_cmd, RedisCluster, RedisSentinel};
 
 /// A `redis-server` child process on `127.0.0.1:port`, without persistence.
 /// Killed (and its directory removed) on drop.
@@ -280,8 +280,14 @@ pub fn valkey_server_bin() -> PathBuf {
 
 impl RedisServer {
     /// Starts a `redis-server` on a free port and waits until it answers.
+    /// Starts `redis-server`, or Valkey's server when the environment says
+    /// `MATERIALIZER_TEST_STORE=valkey` (`scripts/test.sh` runs the
+    /// end-to-end modules once more that way).
     pub fn start() -> Self {
-        Self::start_bin(redis_server_bin())
+        match std::env::var("MATERIALIZER_TEST_STORE").as_deref() {
+            Ok("valkey") => Self::start_valkey(),
+            _ => Self::start_bin(redis_server_bin()),
+        }
     }
 
     /// Starts Valkey's `valkey-server` (see [`valkey_server_bin`]) instead.
@@ -1128,3 +1134,204 @@ impl Drop for DatabricksServer {
 }
 
 // Databricks stand-in (end)
+
+// ---------------------------------------------------------------------------
+// BigQuery REST API stand-in (begin; owned by the BigQuery backend)
+
+/// `tests/support/bigquery_server.py` (BigQuery's REST API v2 on DuckDB, and
+/// an OAuth token endpoint at `/token`) in its own process on
+/// `127.0.0.1:port`, killed on drop (and gone when this test process exits:
+/// its stdin closes).
+pub struct BigQueryServer {
+    pub port: u16,
+    /// `http://127.0.0.1:{port}`: the vendor client's `api_endpoint`.
+    pub base_url: String,
+    /// `{base_url}/bigquery/v2`: `warehouse.api_url`.
+    pub api_url: String,
+    /// `{base_url}/token`: `warehouse.token_url`.
+    pub token_url: String,
+    process: Mutex<Option<SfProcess>>,
+    log_path: PathBuf,
+}
+
+fn spawn_bigquery(port: u16, log_path: &Path) -> Result<(SfProcess, u16), String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|e| format!("open {}: {e}", log_path.display()))?;
+    let mut child = Command::new(venv_python("bigquery"))
+        .arg(project_root().join("tests/support/bigquery_server.py"))
+        .args(["--port", &port.to_string(), "--exit-on-stdin-close"])
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("spawn bigquery_server.py: {e}"))?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    let ready = stdout
+        .read_line(&mut line)
+        .ok()
+        .and_then(|_| line.strip_prefix("READY "))
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    match ready {
+        Some(p) => {
+            std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+            Ok((SfProcess { child, _stdin: stdin }, p))
+        }
+        None => {
+            kill_and_reap(&mut child);
+            Err(format!(
+                "bigquery_server.py did not print READY ({line:?}); log {}:\n{}",
+                log_path.display(),
+                log_tail(log_path)
+            ))
+        }
+    }
+}
+
+impl BigQueryServer {
+    /// Starts a server of its own on a free port.
+    pub fn start() -> Self {
+        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "bigquery-server-{}-{}.log",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (process, port) = spawn_bigquery(0, &log_path).unwrap_or_else(|e| panic!("{e}"));
+        let base_url = format!("http://127.0.0.1:{port}");
+        Self {
+            port,
+            api_url: format!("{base_url}/bigquery/v2"),
+            token_url: format!("{base_url}/token"),
+            base_url,
+            process: Mutex::new(Some(process)),
+            log_path,
+        }
+    }
+
+    /// Kills the server (everything in it is lost). Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.lock().unwrap().take() {
+            kill_and_reap(&mut p.child);
+        }
+    }
+
+    /// Kills the server if running and starts an empty one on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut last_err = String::new();
+        for _ in 0..10 {
+            match spawn_bigquery(self.port, &self.log_path) {
+                Ok((process, _)) => {
+                    *self.process.lock().unwrap() = Some(process);
+                    return;
+                }
+                Err(e) => last_err = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("could not restart bigquery_server.py: {last_err}");
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.lock().unwrap().as_ref().map(|p| p.child.id())
+    }
+
+    /// Freezes the server (SIGSTOP): connections hang, like a hung endpoint.
+    pub fn pause(&self) {
+        signal(self.pid().expect("bigquery server is not running"), "STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.pid().expect("bigquery server is not running"), "CONT");
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Sets the server's test switches (`query_delay_ms`, `page_rows_cap`,
+    /// `token_expires_in`, `fail_next`; see the server's doc) and resets
+    /// its counters.
+    pub async fn configure(&self, settings: &[(&str, String)]) {
+        let query: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let url = format!("{}/__test/config?{}", self.base_url, query.join("&"));
+        let reply = reqwest::Client::new().post(&url).send().await;
+        assert!(
+            reply.as_ref().is_ok_and(|r| r.status().is_success()),
+            "POST {url}: {reply:?}"
+        );
+    }
+
+    /// What the server counted since the last [`BigQueryServer::configure`]:
+    /// `{queries, polls, pages, gets, tables_get, datasets_list,
+    /// tokens_issued, unauthenticated, rejected_tokens, max_results: [...],
+    /// cancels: [{job_id, state_before, query}], sql: [...]}`.
+    pub async fn log(&self) -> serde_json::Value {
+        let url = format!("{}/__test/log", self.base_url);
+        reqwest::get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// Runs statements (BigQuery SQL) in order through `jobs.query`, without
+    /// credentials (the stand-in serves anonymous requests); panics with
+    /// the SQL and the error on failure.
+    pub async fn exec(&self, project: &str, sqls: &[&str]) {
+        let client = reqwest::Client::new();
+        for sql in sqls {
+            let reply = client
+                .post(format!("{}/projects/{project}/queries", self.api_url))
+                .json(&serde_json::json!({"query": sql, "useLegacySql": false, "timeoutMs": 10000}))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let status = reply.status();
+            let body: serde_json::Value = reply.json().await.unwrap_or_default();
+            assert!(
+                status.is_success() && body["jobComplete"] == true,
+                "SQL failed: {sql}\n{status} {body}\nserver log {}:\n{}",
+                self.log_path.display(),
+                log_tail(&self.log_path)
+            );
+        }
+    }
+
+    /// Writes a service-account JSON key file (the throwaway
+    /// [`test_private_key_pem`]) into `dir` and returns its path.
+    pub fn key_file(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("service-account.json");
+        let key = serde_json::json!({
+            "type": "service_account",
+            "project_id": "test-project",
+            "private_key_id": "test-key-id",
+            "private_key": test_private_key_pem(),
+            "client_email": "materializer@test-project.iam.gserviceaccount.com",
+            "client_id": "1",
+            "token_uri": self.token_url,
+        });
+        std::fs::write(&path, key.to_string()).expect("write the key file");
+        path
+    }
+}
+
+impl Drop for BigQueryServer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.stop();
+    }
+}
+
+// BigQuery stand-in (end)
