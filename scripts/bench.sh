@@ -19,7 +19,9 @@
 # and prints one table: rows/s, % of the ceiling, peak RSS, incremental time,
 # then the read table (ours beside Feast).
 #
-# Usage: scripts/bench.sh [SHAPE...]   SHAPE = 1m | 200k-x5 | none (default: both)
+# Usage: scripts/bench.sh [SHAPE...]   SHAPE = 1m | 200k-x5 | cluster | none
+#        (default: 1m 200k-x5; `cluster` runs scripts/bench_cluster.sh: the 1m
+#        shape into a Redis Cluster of 1 and of 3 primaries)
 # Env: BENCH_DIR (work dir, default target/bench), BENCH_ROWS (default 1000000),
 #      BENCH_PAGE_ROWS (sync.page_rows, default 50000), BENCH_SNOWFLAKE_ROWS
 #      (also sync this many rows of the 1m shape from the Snowflake-protocol test
@@ -267,7 +269,8 @@ for shape in "${shapes[@]}"; do
     1m) entities=$rows ;;
     200k-x5) entities=$((rows / 5)) ;;
     none) continue ;;
-    *) echo "bench.sh: unknown shape $shape (1m | 200k-x5)" >&2; exit 2 ;;
+    cluster) BENCH_DIR=$work scripts/bench_cluster.sh; continue ;;
+    *) echo "bench.sh: unknown shape $shape (1m | 200k-x5 | cluster)" >&2; exit 2 ;;
   esac
   dir=$work/$shape
   table=BENCH_${shape//-/_}

@@ -78,14 +78,15 @@ cluster_cpu() {
     awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%.1f", s }'
 }
 
-# HSET-6 ops/s over the whole cluster: one client per primary, 64 per round trip.
+# HSET-6 ops/s over the whole cluster: one client per primary, 64 per round
+# trip (in cluster mode redis-benchmark routes a key by its `{tag}`).
 ceiling() {
   # redis-benchmark refuses --cluster for one node, which owns every slot anyway.
   local mode=--cluster
   [ ${#ports[@]} -eq 1 ] && mode=
   redis-benchmark $mode -p "${ports[0]}" -c "${#ports[@]}" -P 64 -r 1000000 \
     -n "${BENCH_HSET_N:-2000000}" -q \
-    HSET "bench:__rand_int__" _ts:bench __rand_int__ f1 __rand_int__ f2 __rand_int__ \
+    HSET "bench:{tag}:__rand_int__" _ts:bench __rand_int__ f1 __rand_int__ f2 __rand_int__ \
     f3 __rand_int__ f4 __rand_int__ f5 __rand_int__ 2>/dev/null | tr '\r' '\n' |
     grep 'requests per second' | tail -1 | sed -E 's/.*: ([0-9.]+) requests per second.*/\1/'
   for p in "${ports[@]}"; do redis-cli -p "$p" flushall >/dev/null; done

@@ -10,12 +10,11 @@
 //! watermark forgotten, and the next completed run leaves exactly what the new
 //! shape writes. Assumes views are small (a Redis hash holds them all).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::model::{View, ViewId};
-use crate::profiles::state::{Change, RegistryVersion};
+use crate::profiles::state::Change;
 use crate::profiles::ProfileStore;
 use anyhow::{bail, Context, Result};
 
@@ -219,32 +218,6 @@ pub async fn list(store: &ProfileStore) -> Result<Vec<View>> {
 pub async fn list_with_revision(store: &ProfileStore) -> Result<(u64, Vec<View>)> {
     let snap = store.registry_snapshot().await?;
     Ok((snap.revision, parse_entries(snap.entries)))
-}
-
-/// The registered views by Feast name, as read at one registry version; a
-/// reader keeps them until the version changes.
-#[derive(Debug, Default)]
-pub struct CachedViews {
-    version: Option<RegistryVersion>,
-    by_feast_name: Arc<HashMap<String, View>>,
-}
-
-impl CachedViews {
-    /// The cached views, if they were read at `version`.
-    pub fn current(&self, version: &RegistryVersion) -> Option<Arc<HashMap<String, View>>> {
-        (self.version.as_ref() == Some(version)).then(|| self.by_feast_name.clone())
-    }
-
-    /// Replaces the cache with `views`, read at `version`.
-    pub fn store(
-        &mut self,
-        version: RegistryVersion,
-        views: Vec<View>,
-    ) -> Arc<HashMap<String, View>> {
-        self.version = Some(version);
-        self.by_feast_name = Arc::new(views.into_iter().map(|v| (v.feast_name(), v)).collect());
-        self.by_feast_name.clone()
-    }
 }
 
 /// Views matching `NAME` (every version) or `NAME:VERSION`.

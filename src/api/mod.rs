@@ -161,6 +161,17 @@ impl ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        // A store failure keeps its status (503 while Redis is away) however
+        // many layers of context it went through.
+        match e.downcast::<crate::profiles::StoreError>() {
+            Ok(store) => store.into(),
+            Err(other) => ApiError::internal(other),
+        }
+    }
+}
+
+impl ApiError {
+    fn internal(e: anyhow::Error) -> Self {
         let detail = format!("{e:#}");
         tracing::error!(error = %detail, "request failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
