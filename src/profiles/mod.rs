@@ -282,7 +282,9 @@ fn split_by_slot(cmd: &redis::Cmd) -> Vec<(u16, redis::Cmd)> {
     let m = num(args[header_at + 5]) as usize;
     let header = &args[header_at..header_at + 6 + m];
     let mut at = header_at + 6 + m;
-    let mut parts: BTreeMap<u16, (Vec<&[u8]>, Vec<&[u8]>)> = BTreeMap::new();
+    // Per slot: its keys, then their sections.
+    type Part<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+    let mut parts: BTreeMap<u16, Part<'_>> = BTreeMap::new();
     for key in &args[4..header_at] {
         let len = 2 + usize::from(ttl) + 2 * num(args[at]).max(0) as usize;
         let (keys, sections) = parts.entry(conn::slot(key)).or_default();

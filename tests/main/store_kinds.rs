@@ -318,6 +318,24 @@ async fn core_flow(store: Store) {
         got,
         json!({KEY: ["u0", "u35", "nobody"], "VISITS": [2000, 2035, null], "TIER": ["t0", "t2", null]})
     );
+    drop(daemon);
+
+    // Erasure and purge reach every primary: u0 and u35 keep only their
+    // tombstone; after `delete --purge` no hash holds anything of the view.
+    let out = w.materializer(&["erase", "--entity", KEY, "u0", "u35"], &[]);
+    assert!(out.status.success(), "{}", crate::fixtures::shown(&out));
+    let only = |h: &BTreeMap<Vec<u8>, Vec<u8>>| h.keys().cloned().collect::<Vec<_>>();
+    let after = hashes(&mut store.conn().await, 2).await;
+    assert_eq!(only(&after["u0"]), vec![b"_erased".to_vec()]);
+    assert_eq!(only(&after["u35"]), vec![b"_erased".to_vec()]);
+    assert!(after["u1"].len() > 1, "{:?}", after["u1"]);
+    std::fs::remove_file(w.views().join("view.json")).unwrap();
+    let out = w.materializer(&["delete", "--view", VIEW, "--purge"], &[]);
+    assert!(out.status.success(), "{}", crate::fixtures::shown(&out));
+    for (entity, h) in hashes(&mut store.conn().await, 2).await {
+        let left: Vec<Vec<u8>> = only(&h).into_iter().filter(|f| f != b"_erased").collect();
+        assert!(left.is_empty(), "{entity} kept {left:?} after the purge");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
