@@ -1951,4 +1951,45 @@ password = "hunter2"
         .unwrap();
         assert!(format!("{e:#}").contains("only one of tokens, tokens_file"));
     }
+
+    #[test]
+    fn postgres_url_is_a_secret_from_the_value_a_file_or_the_environment() {
+        let text = "[warehouse]\nkind = \"postgres\"\nurl = \"postgres://u:pg-s3cret@db:5432/analytics\"\n";
+        let loaded = load(text, &[]).unwrap();
+        let WarehouseConfig::Postgres(p) = &loaded.config.warehouse else {
+            panic!("not postgres");
+        };
+        assert_eq!(p.url().unwrap().expose(), "postgres://u:pg-s3cret@db:5432/analytics");
+        assert!(!format!("{:?}", loaded.config).contains("pg-s3cret"));
+        // From the environment, and a key the kind does not have is unknown.
+        let loaded = load(
+            "[warehouse]\nkind = \"postgres\"\naccount = \"x\"\n",
+            &[("MATERIALIZER__WAREHOUSE__URL", "postgres://u@h/db")],
+        )
+        .unwrap();
+        assert_eq!(loaded.unknown_keys, vec!["warehouse.account".to_string()]);
+        // A file; both at once; neither; a bad URL never quoted.
+        let dir = std::env::temp_dir().join(format!("mz-pg-url-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("url");
+        std::fs::write(&file, "postgres://u:f1le@h/db\n").unwrap();
+        let with_file = format!("[warehouse]\nkind = \"postgres\"\nurl_file = {:?}\n", file);
+        let loaded = load(&with_file, &[]).unwrap();
+        let WarehouseConfig::Postgres(p) = &loaded.config.warehouse else {
+            panic!("not postgres");
+        };
+        assert_eq!(p.url().unwrap().expose(), "postgres://u:f1le@h/db");
+        let e = load(&format!("{with_file}url = \"postgres://u@h/db\"\n"), &[]).err().unwrap();
+        assert!(format!("{e:#}").contains("only one of url, url_file"), "{e:#}");
+        let e = load("[warehouse]\nkind = \"postgres\"\n", &[]).err().unwrap();
+        assert!(format!("{e:#}").contains("warehouse.url: required"), "{e:#}");
+        let e = load(
+            "[warehouse]\nkind = \"postgres\"\nurl = \"postgres://u:pg-s3cret@db:nope/x\"\n",
+            &[],
+        )
+        .err()
+        .unwrap();
+        assert!(!format!("{e:#}").contains("pg-s3cret") && format!("{e:#}").contains("warehouse.url"), "{e:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

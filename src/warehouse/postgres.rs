@@ -1399,7 +1399,11 @@ mod tests {
         );
         // 1.5 µs after the epoch: rows after it are those from 2 µs on.
         assert_eq!(params[2].0, 1);
-        assert!(FIRST_MICROS * 1000 >= Nanos::MIN && LAST_MICROS * 1000 <= Nanos::MAX);
+        // The first and last whole microseconds inside Nanos' range.
+        assert_eq!(
+            (FIRST_MICROS, LAST_MICROS),
+            (-9_223_372_036_854_775, 9_223_372_036_854_775)
+        );
         let (count, _) = null_key_rows_sql(&q, "s", "t", TimestampKind::Tz);
         assert!(
             count.contains("0::bigint") && !count.contains("FILTER"),

@@ -84,9 +84,8 @@ impl std::ops::Deref for World {
     }
 }
 
-/// The batch source of both views: the table `TABLE` of world `w`.
-fn contract_source(w: &Box<dyn WarehouseWorld>) -> Json {
-    let mut source = w.source(TABLE, "UPDATED_AT");
+/// The batch source of both views: `source` (the world's table `TABLE`), named.
+fn contract_source(mut source: Json) -> Json {
     source["name"] = json!("contract_source");
     source
 }
@@ -125,13 +124,13 @@ impl World {
         .await;
         let view_b = json!({
             "name": VIEW_B, "version": 1, "entity": {"name": "domain_userid"},
-            "batch_source": contract_source(&base),
+            "batch_source": contract_source(base.source(TABLE, "UPDATED_AT")),
             "fields": [{"name": "W", "type": "int32"}, {"name": "V", "type": "int64"}],
             "online": true, "ttl": VIEW_B_TTL
         });
         std::fs::write(base.views().join("contract_b.json"), view_b.to_string()).unwrap();
         let view_b: View = serde_json::from_value(view_b).unwrap();
-        let view: View = serde_json::from_value(view_a_json(&contract_source(&base), true)).unwrap();
+        let view: View = serde_json::from_value(view_a_json(&contract_source(base.source(TABLE, "UPDATED_AT")), true)).unwrap();
         let mut settings = base
             .config()
             .set("sync.lookback", "10m")
@@ -142,7 +141,7 @@ impl World {
         if let Some(every) = full_resync_every {
             settings = settings.set("sync.full_resync_every", every);
         }
-        let (store, runner) = World::connect(&base, &settings, PROJECT).await;
+        let (store, runner) = World::connect(base.base(), &settings, PROJECT).await;
         let w = World {
             base,
             settings,
@@ -160,7 +159,7 @@ impl World {
 
     /// Writes the config for `project` and builds an in-process runner on it.
     async fn connect(
-        base: &Box<dyn WarehouseWorld>,
+        base: &Base,
         settings: &ConfigToml,
         project: &str,
     ) -> (ProfileStore, Runner) {
@@ -191,7 +190,7 @@ impl World {
     /// Switches `VIEW` between its wide and narrow shape (a reshape).
     async fn reshape(&mut self) {
         let wide = self.view.fields.len() == 2;
-        self.view = serde_json::from_value(view_a_json(&contract_source(&self.base), wide)).unwrap();
+        self.view = serde_json::from_value(view_a_json(&contract_source(self.base.source(TABLE, "UPDATED_AT")), wide)).unwrap();
         self.write_view_a().await;
     }
 
@@ -207,7 +206,7 @@ impl World {
     /// Moves the world to another Feast project on the same Redis: its state
     /// and profiles start empty, and the next run must fill them.
     async fn change_project(&mut self, project: &str) {
-        let (store, runner) = World::connect(&self.base, &self.settings, project).await;
+        let (store, runner) = World::connect(self.base.base(), &self.settings, project).await;
         self.runner = runner;
         self.project = project.to_string();
         materializer::registry::apply(&store, &[self.view.clone(), self.view_b.clone()])

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde_json::Value as Json;
 
-use crate::fixtures::warehouse_world::{Generated, Kind, Mode, WarehouseWorld};
+use crate::fixtures::warehouse_world::{Generated, Kind, Mode};
 use crate::fixtures::{shown, stdout, Daemon, SnowflakeWorld, BASE_NANOS, SECOND};
 
 /// Whether a log event is about `view` (its own field, or that of the run span).
