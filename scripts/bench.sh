@@ -31,7 +31,10 @@
 #      (the server sends results of more rows in chunks of this many, as
 #      Snowflake does, default 50000). BENCH_POSTGRES_ROWS (default 1000000,
 #      0 = skip), BENCH_POSTGRES_URL, BENCH_POSTGRES_PAGE_ROWS: see the
-#      PostgreSQL block below. Reads: BENCH_READS (0 = skip),
+#      PostgreSQL block below. BENCH_DATABRICKS_ROWS,
+#      BENCH_DATABRICKS_CHUNK_ROWS, BENCH_BIGQUERY_ROWS (default 1000000 each,
+#      0 = skip): see the Databricks and BigQuery blocks (stand-in servers).
+#      Reads: BENCH_READS (0 = skip),
 #      BENCH_FEAST (0 = no Feast column), BENCH_READ_SHAPES (default
 #      "1x1 16x1 1x100 16x100", clients x entities per request),
 #      BENCH_READ_SECONDS (per run, default 3), BENCH_READ_ROUNDS (runs per
@@ -406,6 +409,189 @@ EOF
 postgres_bench
 # --- end PostgreSQL -----------------------------------------------------------
 
+# --- Databricks (warehouse.kind = "databricks") -------------------------------
+# BENCH_DATABRICKS_ROWS rows (default 1000000; 0 = skip) of the 1m shape, served
+# by the SQL Statement Execution API stand-in (tests/support/databricks_server.py,
+# DuckDB inside; venv from scripts/python-env.sh databricks) on a free port,
+# results cut into chunks of BENCH_DATABRICKS_CHUNK_ROWS rows (default 50000),
+# each behind an external link (Arrow IPC). Seeded server-side through the API:
+# DuckDB reads the Parquet files `gen_bench_data full` writes (CREATE TABLE ...
+# AS SELECT ... FROM read_parquet). Then one full sync at BENCH_PAGE_ROWS. The
+# stand-in's speed is not the service's: the figures show the daemon's side.
+dbx_results=()
+databricks_bench() {
+  local n=${BENCH_DATABRICKS_ROWS:-1000000}
+  [ "$n" -gt 0 ] || return 0
+  local py dir=$work/databricks host rate
+  py=$(scripts/python-env.sh databricks)
+  rm -rf "$dir"
+  mkdir -p "$dir/views"
+  "$py" tests/support/databricks_server.py --port 0 --chunk-rows "${BENCH_DATABRICKS_CHUNK_ROWS:-50000}" \
+    >"$dir/server.out" 2>"$dir/server.log" </dev/null &
+  pids+=($!)
+  for _ in $(seq 300); do grep -q READY "$dir/server.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q READY "$dir/server.out" || { echo "bench.sh: databricks_server.py did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
+  host=http://127.0.0.1:$(sed -nE 's/^READY ([0-9]+).*/\1/p' "$dir/server.out")
+  echo "== databricks: generating $n rows (1m shape), seeding bench_dbx.bench.BENCH_DBX" >&2
+  "$gen" full --dir "$dir/data" --table BENCH_DBX --rows "$n" --entities "$n" >&2
+  # Statements in order, token auth; waits for each (polling past wait_timeout).
+  "$py" - "$host" "$dir/data/BENCH_DBX" <<'EOF' >&2
+import json, sys, time, urllib.request
+host, files = sys.argv[1], sys.argv[2]
+def call(method, path, body=None):
+    req = urllib.request.Request(host + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer dapi-test-token", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+for sql in ["CREATE CATALOG IF NOT EXISTS bench_dbx", "CREATE SCHEMA IF NOT EXISTS bench_dbx.bench",
+            "CREATE OR REPLACE TABLE bench_dbx.bench.BENCH_DBX AS SELECT DOMAIN_USERID, TOTAL_TRANSACTIONS, "
+            "TOTAL_REVENUE, AVG_ORDER_VALUE, FAVOURITE_CATEGORY, IS_RETURNING, UPDATED_AT "
+            f"FROM read_parquet('{files}/*.parquet')"]:
+    r = call("POST", "/api/2.0/sql/statements", {"statement": sql, "warehouse_id": "test-warehouse", "wait_timeout": "50s"})
+    while r["status"]["state"] in ("PENDING", "RUNNING"):
+        time.sleep(0.5)
+        r = call("GET", "/api/2.0/sql/statements/" + r["statement_id"])
+    if r["status"]["state"] != "SUCCEEDED":
+        sys.exit(f"seeding failed: {sql}\n{json.dumps(r)}")
+EOF
+  cat >"$dir/views/bench.json" <<EOF
+{
+  "name": "bench_features", "version": 1,
+  "entity": { "name": "domain_userid" },
+  "batch_source": { "name": "bench_source", "database": "bench_dbx", "schema": "bench",
+                    "table": "BENCH_DBX", "timestamp_field": "UPDATED_AT" },
+  "fields": [
+    { "name": "TOTAL_TRANSACTIONS", "type": "int32" },
+    { "name": "TOTAL_REVENUE", "type": "int64" },
+    { "name": "AVG_ORDER_VALUE", "type": "float" },
+    { "name": "FAVOURITE_CATEGORY", "type": "string" },
+    { "name": "IS_RETURNING", "type": "bool" }
+  ],
+  "online": true
+}
+EOF
+  cat >"$dir/materializer.toml" <<EOF
+[sync]
+page_rows = $page_rows
+[warehouse]
+kind = "databricks"
+host = "$host"
+warehouse_id = "test-warehouse"
+token = "dapi-test-token"
+query_timeout = "10m"
+[profiles]
+redis_url = "redis://127.0.0.1:$port"
+[registry]
+files = ["$dir/views/*.json"]
+[log]
+level = "warn"
+format = "text"
+EOF
+  redis_cli flushall >/dev/null
+  echo "== databricks full sync, page_rows=$page_rows" >&2
+  timed_sync "$dir/materializer.toml" "databricks-full-$page_rows"
+  rate=$(awk -v r="$read" -v w="$wall" 'BEGIN { printf "%.0f", r / w }')
+  dbx_results+=("$(printf '%-10s %9s %9s %7ss %7ss %9s %10s %8s' \
+    "$page_rows" "$read" "$(redis_cli dbsize)" "$wall" "$run_s" "$rate" "$statements" "${rss}MB")")
+  kill "${pids[-1]}" 2>/dev/null || true
+}
+databricks_bench
+# --- end Databricks -----------------------------------------------------------
+
+# --- BigQuery (warehouse.kind = "bigquery") -----------------------------------
+# BENCH_BIGQUERY_ROWS rows (default 1000000; 0 = skip) of the 1m shape, served by
+# the REST API v2 stand-in (tests/support/bigquery_server.py, DuckDB inside;
+# venv from scripts/python-env.sh bigquery) on a free port: one query job, its
+# result read in pages of maxResults = page_rows rows (JSON cells, as the REST
+# API sends them). Seeded server-side through jobs.query from the Parquet files
+# `gen_bench_data full` writes (CREATE TABLE ... AS SELECT ... FROM
+# read_parquet) into bench-project.bench.BENCH_BQ; the daemon authenticates with
+# a throwaway service-account key (openssl genpkey) at the stand-in's /token.
+# One full sync at BENCH_PAGE_ROWS. The stand-in's speed is not the service's.
+bq_results=()
+bigquery_bench() {
+  local n=${BENCH_BIGQUERY_ROWS:-1000000}
+  [ "$n" -gt 0 ] || return 0
+  command -v openssl >/dev/null || { echo "bench.sh: openssl not found (apt-get install openssl)" >&2; exit 1; }
+  local py dir=$work/bigquery base rate
+  py=$(scripts/python-env.sh bigquery)
+  rm -rf "$dir"
+  mkdir -p "$dir/views"
+  "$py" tests/support/bigquery_server.py --port 0 >"$dir/server.out" 2>"$dir/server.log" </dev/null &
+  pids+=($!)
+  for _ in $(seq 300); do grep -q READY "$dir/server.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q READY "$dir/server.out" || { echo "bench.sh: bigquery_server.py did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
+  base=http://127.0.0.1:$(sed -nE 's/^READY ([0-9]+).*/\1/p' "$dir/server.out")
+  echo "== bigquery: generating $n rows (1m shape), seeding bench-project.bench.BENCH_BQ" >&2
+  "$gen" full --dir "$dir/data" --table BENCH_BQ --rows "$n" --entities "$n" >&2
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/key.pem" 2>/dev/null
+  # The key file, then the statements in order through jobs.query (polled to completion).
+  "$py" - "$base" "$dir/data/BENCH_BQ" "$dir/key.pem" "$dir/service-account.json" <<'EOF' >&2
+import json, sys, time, urllib.request
+base, files, pem, keyfile = sys.argv[1:5]
+with open(keyfile, "w") as f:
+    json.dump({"type": "service_account", "project_id": "bench-project", "private_key_id": "bench-key",
+               "private_key": open(pem).read(), "client_email": "materializer@bench-project.iam.gserviceaccount.com",
+               "client_id": "1", "token_uri": base + "/token"}, f)
+api = base + "/bigquery/v2/projects/bench-project"
+def call(method, path, body=None):
+    req = urllib.request.Request(api + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+for sql in ["CREATE SCHEMA IF NOT EXISTS `bench-project`.`bench`",
+            "CREATE OR REPLACE TABLE `bench-project`.`bench`.`BENCH_BQ` AS SELECT DOMAIN_USERID, TOTAL_TRANSACTIONS, "
+            "TOTAL_REVENUE, AVG_ORDER_VALUE, FAVOURITE_CATEGORY, IS_RETURNING, UPDATED_AT "
+            f"FROM read_parquet('{files}/*.parquet')"]:
+    r = call("POST", "/queries", {"query": sql, "useLegacySql": False, "timeoutMs": 10000})
+    while not r.get("jobComplete"):
+        r = call("GET", "/queries/%s?timeoutMs=10000" % r["jobReference"]["jobId"])
+EOF
+  cat >"$dir/views/bench.json" <<EOF
+{
+  "name": "bench_features", "version": 1,
+  "entity": { "name": "domain_userid" },
+  "batch_source": { "name": "bench_source", "database": "bench-project", "schema": "bench",
+                    "table": "BENCH_BQ", "timestamp_field": "UPDATED_AT" },
+  "fields": [
+    { "name": "TOTAL_TRANSACTIONS", "type": "int32" },
+    { "name": "TOTAL_REVENUE", "type": "int64" },
+    { "name": "AVG_ORDER_VALUE", "type": "float" },
+    { "name": "FAVOURITE_CATEGORY", "type": "string" },
+    { "name": "IS_RETURNING", "type": "bool" }
+  ],
+  "online": true
+}
+EOF
+  cat >"$dir/materializer.toml" <<EOF
+[sync]
+page_rows = $page_rows
+[warehouse]
+kind = "bigquery"
+project = "bench-project"
+api_url = "$base/bigquery/v2"
+token_url = "$base/token"
+credentials_path = "$dir/service-account.json"
+query_timeout = "30m"
+[profiles]
+redis_url = "redis://127.0.0.1:$port"
+[registry]
+files = ["$dir/views/*.json"]
+[log]
+level = "warn"
+format = "text"
+EOF
+  redis_cli flushall >/dev/null
+  echo "== bigquery full sync, page_rows=$page_rows" >&2
+  timed_sync "$dir/materializer.toml" "bigquery-full-$page_rows"
+  rate=$(awk -v r="$read" -v w="$wall" 'BEGIN { printf "%.0f", r / w }')
+  bq_results+=("$(printf '%-10s %9s %9s %7ss %7ss %9s %10s %8s' \
+    "$page_rows" "$read" "$(redis_cli dbsize)" "$wall" "$run_s" "$rate" "$statements" "${rss}MB")")
+  kill "${pids[-1]}" 2>/dev/null || true
+}
+bigquery_bench
+# --- end BigQuery -------------------------------------------------------------
+
 echo
 echo "materializer $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), page_rows=$page_rows, $(date -u +%FT%TZ)"
 printf '%-8s %9s %9s %7s %7s %9s %13s %13s %6s %7s %9s %6s\n' \
@@ -423,6 +609,18 @@ if [ ${#pg_results[@]} -gt 0 ]; then
   echo "PostgreSQL (warehouse.kind = \"postgres\", 1m shape seeded with generate_series), full sync:"
   printf '%-10s %9s %9s %8s %8s %9s %10s %8s\n' page_rows rows keys wall run rows/s statements peakRSS
   for r in "${pg_results[@]}"; do echo "$r"; done
+fi
+if [ ${#dbx_results[@]} -gt 0 ]; then
+  echo
+  echo "Databricks (warehouse.kind = \"databricks\", stand-in tests/support/databricks_server.py: DuckDB, chunks of ${BENCH_DATABRICKS_CHUNK_ROWS:-50000} rows behind external links), full sync:"
+  printf '%-10s %9s %9s %8s %8s %9s %10s %8s\n' page_rows rows keys wall run rows/s statements peakRSS
+  for r in "${dbx_results[@]}"; do echo "$r"; done
+fi
+if [ ${#bq_results[@]} -gt 0 ]; then
+  echo
+  echo "BigQuery (warehouse.kind = \"bigquery\", stand-in tests/support/bigquery_server.py: DuckDB, REST pages of maxResults = page_rows), full sync:"
+  printf '%-10s %9s %9s %8s %8s %9s %10s %8s\n' page_rows rows keys wall run rows/s statements peakRSS
+  for r in "${bq_results[@]}"; do echo "$r"; done
 fi
 if [ ${#reads[@]} -gt 0 ]; then
   echo

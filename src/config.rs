@@ -548,9 +548,9 @@ impl DatabricksConfig {
         };
         let oauth = self.client_id.is_some() || self.client_secret.is_some();
         match (&self.token, &self.token_file, oauth) {
-            (Some(_), Some(_), _) | (Some(_), _, true) | (_, Some(_), true) => bail!(
-                "warehouse: set only one of token, token_file, client_id + client_secret"
-            ),
+            (Some(_), Some(_), _) | (Some(_), _, true) | (_, Some(_), true) => {
+                bail!("warehouse: set only one of token, token_file, client_id + client_secret")
+            }
             (Some(t), None, false) => Ok(DatabricksAuth::Token(nonempty("token", t.clone())?)),
             (None, Some(path), false) => {
                 let text = std::fs::read_to_string(path).with_context(|| {
@@ -1870,7 +1870,10 @@ password = "hunter2"
 
     #[test]
     fn tokens_and_the_redis_url_come_from_files() {
-        let tokens = secret_file("tokens", "# rotated 2026-11\ntok-one\n\n  tok-two  \n#tok-old\n");
+        let tokens = secret_file(
+            "tokens",
+            "# rotated 2026-11\ntok-one\n\n  tok-two  \n#tok-old\n",
+        );
         let url = secret_file("url", "redis://:pw-F4kq9@h:6380/\n");
         let text = format!(
             "{MINIMAL}\n[api]\nlisten = \"0.0.0.0:8080\"\ntokens_file = \"{}\"\n[profiles]\nredis_url_file = \"{}\"\n",
@@ -1889,7 +1892,10 @@ password = "hunter2"
         // The same keys from the environment, as a Kubernetes manifest sets them.
         let env = [
             ("MATERIALIZER__API__TOKENS_FILE", tokens.to_str().unwrap()),
-            ("MATERIALIZER__PROFILES__REDIS_URL_FILE", url.to_str().unwrap()),
+            (
+                "MATERIALIZER__PROFILES__REDIS_URL_FILE",
+                url.to_str().unwrap(),
+            ),
         ];
         let c = load(MINIMAL, &env).unwrap().config;
         assert_eq!(c.api.tokens.len(), 2);
@@ -1959,7 +1965,10 @@ password = "hunter2"
         let WarehouseConfig::Postgres(p) = &loaded.config.warehouse else {
             panic!("not postgres");
         };
-        assert_eq!(p.url().unwrap().expose(), "postgres://u:pg-s3cret@db:5432/analytics");
+        assert_eq!(
+            p.url().unwrap().expose(),
+            "postgres://u:pg-s3cret@db:5432/analytics"
+        );
         assert!(!format!("{:?}", loaded.config).contains("pg-s3cret"));
         // From the environment, and a key the kind does not have is unknown.
         let loaded = load(
@@ -1979,17 +1988,30 @@ password = "hunter2"
             panic!("not postgres");
         };
         assert_eq!(p.url().unwrap().expose(), "postgres://u:f1le@h/db");
-        let e = load(&format!("{with_file}url = \"postgres://u@h/db\"\n"), &[]).err().unwrap();
-        assert!(format!("{e:#}").contains("only one of url, url_file"), "{e:#}");
-        let e = load("[warehouse]\nkind = \"postgres\"\n", &[]).err().unwrap();
-        assert!(format!("{e:#}").contains("warehouse.url: required"), "{e:#}");
+        let e = load(&format!("{with_file}url = \"postgres://u@h/db\"\n"), &[])
+            .err()
+            .unwrap();
+        assert!(
+            format!("{e:#}").contains("only one of url, url_file"),
+            "{e:#}"
+        );
+        let e = load("[warehouse]\nkind = \"postgres\"\n", &[])
+            .err()
+            .unwrap();
+        assert!(
+            format!("{e:#}").contains("warehouse.url: required"),
+            "{e:#}"
+        );
         let e = load(
             "[warehouse]\nkind = \"postgres\"\nurl = \"postgres://u:pg-s3cret@db:nope/x\"\n",
             &[],
         )
         .err()
         .unwrap();
-        assert!(!format!("{e:#}").contains("pg-s3cret") && format!("{e:#}").contains("warehouse.url"), "{e:#}");
+        assert!(
+            !format!("{e:#}").contains("pg-s3cret") && format!("{e:#}").contains("warehouse.url"),
+            "{e:#}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

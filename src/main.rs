@@ -253,7 +253,11 @@ async fn sync_once(loaded: Loaded, args: SyncArgs) -> Result<ExitCode> {
         Some(from) => {
             let range = materializer::sync::Range {
                 from: rfc3339_nanos("--from", from)?,
-                to: args.to.as_deref().map(|t| rfc3339_nanos("--to", t)).transpose()?,
+                to: args
+                    .to
+                    .as_deref()
+                    .map(|t| rfc3339_nanos("--to", t))
+                    .transpose()?,
             };
             if range.to.is_some_and(|to| to <= range.from) {
                 anyhow::bail!("--to: must be later than --from");
@@ -350,7 +354,10 @@ async fn sync_once(loaded: Loaded, args: SyncArgs) -> Result<ExitCode> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ok": !failed, "views": docs}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"ok": !failed, "views": docs}))?
+        );
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -669,7 +676,10 @@ async fn erase(loaded: Loaded, entity: Vec<String>, view: Option<String>) -> Res
     println!(
         "{} {}  erased at {}: values removed from {} of {} entities; tombstones kept",
         printable(join_key),
-        e.view.as_deref().map(printable).unwrap_or_else(|| "(every view)".into()),
+        e.view
+            .as_deref()
+            .map(printable)
+            .unwrap_or_else(|| "(every view)".into()),
         e.erased_at,
         e.removed,
         e.entities

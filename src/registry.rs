@@ -281,7 +281,8 @@ pub async fn erase(
     let (removed, view) = match selector {
         None => (store.erase(join_key, values, None, at).await?, None),
         Some(selector) => {
-            let (name, version) = ViewId::parse_selector(selector).map_err(|e| anyhow::anyhow!(e))?;
+            let (name, version) =
+                ViewId::parse_selector(selector).map_err(|e| anyhow::anyhow!(e))?;
             let chosen: Vec<&View> = of_entity
                 .iter()
                 .copied()

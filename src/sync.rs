@@ -606,7 +606,11 @@ impl Runner {
                 run_started,
             );
         if resync {
-            match self.store.begin_full_pass(&id, token, state.revision).await? {
+            match self
+                .store
+                .begin_full_pass(&id, token, state.revision)
+                .await?
+            {
                 Some((generation, revision)) => {
                     let s = state.to_mut();
                     s.generation = generation;
@@ -615,7 +619,8 @@ impl Runner {
                 }
                 None => {
                     return Err(RunError::Superseded(
-                        "the view changed or its lease was lost before the full resync began".into(),
+                        "the view changed or its lease was lost before the full resync began"
+                            .into(),
                     ))
                 }
             }

@@ -23,26 +23,26 @@ mod api_limits;
 mod api_sdk;
 #[path = "main/bad_input.rs"]
 mod bad_input;
+#[path = "main/bigquery_e2e.rs"]
+mod bigquery_e2e;
 #[path = "main/contract_holes.rs"]
 mod contract_holes;
 #[path = "main/contract_random.rs"]
 mod contract_random;
-#[path = "main/harness_smoke.rs"]
-mod harness_smoke;
-#[path = "main/bigquery_e2e.rs"]
-mod bigquery_e2e;
 #[path = "main/databricks_e2e.rs"]
 mod databricks_e2e;
 #[path = "main/erasure.rs"]
 mod erasure;
+#[path = "main/harness_smoke.rs"]
+mod harness_smoke;
 #[path = "main/metrics_e2e.rs"]
 mod metrics_e2e;
 #[path = "main/ntz_time_zone_e2e.rs"]
 mod ntz_time_zone_e2e;
-#[path = "main/ops_history.rs"]
-mod ops_history;
 #[path = "main/operator_tools.rs"]
 mod operator_tools;
+#[path = "main/ops_history.rs"]
+mod ops_history;
 #[path = "main/parquet_e2e.rs"]
 mod parquet_e2e;
 #[path = "main/reliability.rs"]

@@ -14,10 +14,14 @@
 //! - [`Conn::primaries`] and [`Conn::scan`] reach every primary, for passes
 //!   over all keys (a `SCAN` on one node of a cluster sees only that node's);
 //! - [`Conn::wait_for_replicas`] confirms that writes reached a replica of
-//!   each primary of a cluster.
+//!   each primary of a cluster;
+//! - [`Conn::slot_map`] and [`Conn::pipeline_via`] let a caller send one
+//!   pipeline per primary (calls of many of its slots) instead of one per slot.
 //!
-//! Assumes: a multi-key call on a cluster touches one slot (Redis refuses
-//! others with `CROSSSLOT`), which callers ensure with [`slot`].
+//! Assumes: a call that declares several keys on a cluster declares keys of
+//! one slot (Redis refuses others with `CROSSSLOT`), which callers ensure
+//! with [`slot`]; a script reaching keys of several slots of one primary
+//! declares none and is flagged for it (see `newest_wins.lua`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

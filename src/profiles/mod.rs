@@ -18,12 +18,14 @@
 //!   create it, in the same Redis as the profiles, so losing Redis loses both
 //!   together.
 //!
-//! On a Redis Cluster ([`conn`]), each script call touches the keys of one
-//! slot, so newest-wins stays atomic per key; calls go to every primary at
-//! once.
+//! On a Redis Cluster ([`conn`]), a script call touches keys of one primary
+//! only (of many slots, passed as arguments; or of one slot, declared, until
+//! the slot map is known and after a resharding or failover moved them), so
+//! newest-wins stays atomic per key; every primary's pipeline is in flight at
+//! once. Erasure ([`erase`]) writes tombstones that the script honours.
 
 pub mod conn;
-mod erase;
+pub mod erase;
 pub mod feast;
 pub mod read;
 pub mod state;

@@ -301,6 +301,15 @@ impl PostgresWarehouse {
     }
 
     fn classify(&self, what: &str, e: tokio_postgres::Error) -> WarehouseError {
+        // The server's statement_timeout is query_timeout too, so it may end
+        // the statement a moment before the client's timer does (a loaded
+        // machine): the same timeout, reported the same way.
+        let statement_timeout = e.as_db_error().is_some_and(|db| {
+            db.code().code() == "57014" && db.message().contains("statement timeout")
+        });
+        if statement_timeout {
+            return self.timed_out(what);
+        }
         classify(&self.shown, what, &e)
     }
 

@@ -13,7 +13,7 @@
 //!
 //! Runs go through the real `Runner` in-process and, at random, through the
 //! built binary (`materializer sync`), against every SQL warehouse kind
-//! ([`Kind::ALL`]: the Snowflake-protocol server and PostgreSQL; one body per
+//! ([`Kind::ALL`]: Snowflake, PostgreSQL, Databricks, BigQuery; one body per
 //! test, a loop over kinds) and a real Redis. A failure prints the seed, the run, the first
 //! diverging entity and the recent history; `MATERIALIZER_CONTRACT_SEED=<seed>`
 //! replays exactly that history. `MATERIALIZER_CONTRACT_SEEDS` (default 3) and
@@ -130,7 +130,11 @@ impl World {
         });
         std::fs::write(base.views().join("contract_b.json"), view_b.to_string()).unwrap();
         let view_b: View = serde_json::from_value(view_b).unwrap();
-        let view: View = serde_json::from_value(view_a_json(&contract_source(base.source(TABLE, "UPDATED_AT")), true)).unwrap();
+        let view: View = serde_json::from_value(view_a_json(
+            &contract_source(base.source(TABLE, "UPDATED_AT")),
+            true,
+        ))
+        .unwrap();
         let mut settings = base
             .config()
             .set("sync.lookback", "10m")
@@ -158,11 +162,7 @@ impl World {
     }
 
     /// Writes the config for `project` and builds an in-process runner on it.
-    async fn connect(
-        base: &Base,
-        settings: &ConfigToml,
-        project: &str,
-    ) -> (ProfileStore, Runner) {
+    async fn connect(base: &Base, settings: &ConfigToml, project: &str) -> (ProfileStore, Runner) {
         base.write_config(&settings.clone().set("profiles.project", project));
         let loaded = Config::load(&base.config_file, Vec::new()).expect("config loads");
         let store = ProfileStore::connect(&loaded.config.profiles)
@@ -190,7 +190,11 @@ impl World {
     /// Switches `VIEW` between its wide and narrow shape (a reshape).
     async fn reshape(&mut self) {
         let wide = self.view.fields.len() == 2;
-        self.view = serde_json::from_value(view_a_json(&contract_source(self.base.source(TABLE, "UPDATED_AT")), wide)).unwrap();
+        self.view = serde_json::from_value(view_a_json(
+            &contract_source(self.base.source(TABLE, "UPDATED_AT")),
+            wide,
+        ))
+        .unwrap();
         self.write_view_a().await;
     }
 
@@ -512,7 +516,6 @@ fn w_of(v: i64) -> String {
         _ => (v * 7).to_string(),
     }
 }
-
 
 /// Entity names that stress quoting and string order (prefixes,
 /// case, trailing space, multi-byte UTF-8, quotes and backslashes).

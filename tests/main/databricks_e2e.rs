@@ -331,8 +331,9 @@ async fn the_vendor_sdk_reads_the_same_rows_of_every_type_as_the_backend() {
     assert_eq!(failed["state"], "FAILED", "{failed}");
     assert_eq!(failed["error"]["error_code"], "BAD_REQUEST");
     let log = w.dbx.log().await;
-    // wait_timeout 0s: every SDK statement was polled; links went out bare.
-    assert!(log["polls"].as_u64().unwrap() >= 2, "{log}");
+    // wait_timeout 0s: the SDK polled (a statement that fails at once needs
+    // no poll, so one at least); links went out bare.
+    assert!(log["polls"].as_u64().unwrap() >= 1, "{log}");
     assert_eq!(log["chunk_requests"], 2, "{log}");
     assert_eq!(log["links_refused"], 0, "{log}");
 

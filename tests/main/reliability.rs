@@ -202,8 +202,10 @@ async fn outage(kind: Kind) {
         .collect();
     assert!(
         !errors.is_empty()
-            && errors.iter().all(|e| e["kind"] == "retryable"
-                && e["error"].as_str().unwrap().contains("warehouse")),
+            && errors
+                .iter()
+                .all(|e| e["kind"] == "retryable"
+                    && e["error"].as_str().unwrap().contains("warehouse")),
         "{kind:?}: {errors:?}"
     );
     let mut daemon = daemon;
@@ -254,7 +256,10 @@ async fn hung(kind: Kind) {
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{kind:?}: {}", shown(&out));
-    assert!(took < Duration::from_secs(15), "{kind:?}: sync took {took:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "{kind:?}: sync took {took:?}"
+    );
     assert!(
         stdout.contains("FAILED (retryable)") && stdout.contains("query_timeout"),
         "{kind:?}: {}",
@@ -263,7 +268,10 @@ async fn hung(kind: Kind) {
     // The statement left behind was cancelled on the server, not abandoned
     // there (where the kind can tell: pg_stat_activity).
     if let Some(running) = w.running_statements().await {
-        assert_eq!(running, 0, "{kind:?}: the timed-out statement still runs on the server");
+        assert_eq!(
+            running, 0,
+            "{kind:?}: the timed-out statement still runs on the server"
+        );
     }
 
     let mut daemon = w.spawn("daemon", &["run"], &timeout);
@@ -311,7 +319,10 @@ async fn a_missing_column_fails_check_and_runs_naming_it_while_other_views_sync(
             "{kind:?}: {printed}"
         );
         assert!(printed.contains("present:1  ok"), "{kind:?}: {printed}");
-        assert!(w.converged(t).await, "{kind:?}: the other view did not sync");
+        assert!(
+            w.converged(t).await,
+            "{kind:?}: the other view did not sync"
+        );
         assert_eq!(w.watermark("missing_column").await, None, "{kind:?}");
     }
 }
@@ -334,11 +345,21 @@ async fn an_unreachable_warehouse_fails_check_and_sync_as_retryable_naming_it() 
             "{kind:?}: {}",
             shown(&out)
         );
-        assert!(started.elapsed() < Duration::from_secs(20), "{kind:?}: {:?}", started.elapsed());
-        let out = w.materializer(&["check"], &[]);
-        assert_ne!(out.status.code(), Some(0), "{kind:?}: check passed: {}", shown(&out));
         assert!(
-            stdout(&out).contains(&closed.to_string()) || stdout(&out).to_lowercase().contains("warehouse"),
+            started.elapsed() < Duration::from_secs(20),
+            "{kind:?}: {:?}",
+            started.elapsed()
+        );
+        let out = w.materializer(&["check"], &[]);
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "{kind:?}: check passed: {}",
+            shown(&out)
+        );
+        assert!(
+            stdout(&out).contains(&closed.to_string())
+                || stdout(&out).to_lowercase().contains("warehouse"),
             "{kind:?}: check does not say what is unreachable: {}",
             shown(&out)
         );

@@ -228,7 +228,11 @@ async fn secrets_from_files_work_and_never_show() {
         "the API never accepted the token from the file: {}",
         daemon.log_text()
     );
-    assert_eq!(call("# api tokens").await.unwrap().status(), 401, "a comment is no token");
+    assert_eq!(
+        call("# api tokens").await.unwrap().status(),
+        401,
+        "a comment is no token"
+    );
     let mut daemon = daemon;
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(10)).is_some());
@@ -236,16 +240,27 @@ async fn secrets_from_files_work_and_never_show() {
 
     // Errors name the key and the file, never what it holds.
     let wrong = w.dir.join("wrong-url");
-    std::fs::write(&wrong, format!("redis://:wrong-{FILE_REDIS_PASSWORD}@127.0.0.1:{}/", w.redis.port)).unwrap();
+    std::fs::write(
+        &wrong,
+        format!(
+            "redis://:wrong-{FILE_REDIS_PASSWORD}@127.0.0.1:{}/",
+            w.redis.port
+        ),
+    )
+    .unwrap();
     let absent = w.dir.join("no-such-tokens");
     for (cfg, code, want) in [
         (
-            config.clone().set("profiles.redis_url_file", wrong.to_str().unwrap()),
+            config
+                .clone()
+                .set("profiles.redis_url_file", wrong.to_str().unwrap()),
             1,
             "cannot connect".to_string(),
         ),
         (
-            config.clone().set("api.tokens_file", absent.to_str().unwrap()),
+            config
+                .clone()
+                .set("api.tokens_file", absent.to_str().unwrap()),
             2,
             format!("api.tokens_file: cannot read {}", absent.display()),
         ),

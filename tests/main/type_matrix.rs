@@ -421,7 +421,11 @@ async fn round_trip(kind: Kind) {
     let last = &status[0]["last_run"];
     assert_eq!(last["status"], json!("ok"), "{kind:?}: {sync_out}");
     assert_eq!(last["rows_read"], json!(ENTITIES.len()), "{kind:?}: {last}");
-    assert_eq!(last["rows_written"], json!(ENTITIES.len()), "{kind:?}: {last}");
+    assert_eq!(
+        last["rows_written"],
+        json!(ENTITIES.len()),
+        "{kind:?}: {last}"
+    );
     assert_eq!(last["skipped"], json!(want_skips), "{kind:?}: {sync_out}");
     for (column, reason) in &skipped_columns {
         assert!(
@@ -499,7 +503,10 @@ async fn round_trip(kind: Kind) {
     )])
     .await;
     let (out, _) = materializer(&["sync"]);
-    assert!(out.contains(" ok ") && out.contains("overflow="), "{kind:?}: {out}");
+    assert!(
+        out.contains(" ok ") && out.contains("overflow="),
+        "{kind:?}: {out}"
+    );
     let (profile, _) = materializer(&["profile", "--view", VIEW, "typical"]);
     let profile: Json = serde_json::from_str(&profile).unwrap();
     assert_eq!(

@@ -309,8 +309,11 @@ JOBS_LOCK = threading.Lock()
 
 
 class Job:
-    def __init__(self, project, sql, location):
+    def __init__(self, project, sql, location, default_dataset=None):
         self.project, self.sql, self.location = project, sql, location or "US"
+        # jobs.query's `defaultDataset` ({projectId, datasetId}): where
+        # unqualified table names resolve, as in the service.
+        self.default_dataset = default_dataset
         self.id = "job_" + uuid.uuid4().hex[:20]
         self.done = threading.Event()
         self.cancelled = threading.Event()
@@ -328,10 +331,18 @@ class Job:
                 if self.cancelled.wait(delay_ms / 1000):
                     raise BqError(400, "stopped", "Job execution was cancelled: User requested cancellation", "INVALID_ARGUMENT")
             duck, projects = translate(self.sql)
-            for p in projects | {self.project}:
+            default = self.default_dataset or {}
+            default_project = default.get("projectId") or self.project
+            for p in projects | {self.project, default_project}:
                 ensure_project(p)
             cur = DB.cursor()
             try:
+                if default.get("datasetId"):
+                    quote = lambda name: '"' + name.replace('"', '""') + '"'
+                    try:
+                        cur.execute("USE %s.%s" % (quote(default_project), quote(default["datasetId"])))
+                    except duckdb.Error:
+                        raise not_found("Dataset %s:%s was not found in location %s" % (default_project, default["datasetId"], self.location)) from None
                 cur.execute(duck)
                 first = self.sql.lstrip().split(None, 1)[0].upper() if self.sql.strip() else ""
                 if first in ("SELECT", "WITH", "(") and cur.description is not None:
@@ -520,7 +531,7 @@ class Handler(BaseHTTPRequestHandler):
         if req.get("useLegacySql", True) is not False:
             raise BqError(400, "invalid", "Legacy SQL is not supported by this server", "INVALID_ARGUMENT")
         sql = req.get("query") or ""
-        job = Job(project, sql, req.get("location"))
+        job = Job(project, sql, req.get("location"), req.get("defaultDataset"))
         with JOBS_LOCK:
             JOBS[job.id] = job
         with LOG_LOCK:

@@ -992,7 +992,13 @@ fn spawn_databricks(port: u16, log_path: &Path) -> Result<(SfProcess, u16), Stri
     match ready {
         Some(p) => {
             std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-            Ok((SfProcess { child, _stdin: stdin }, p))
+            Ok((
+                SfProcess {
+                    child,
+                    _stdin: stdin,
+                },
+                p,
+            ))
         }
         None => {
             kill_and_reap(&mut child);
@@ -1053,11 +1059,17 @@ impl DatabricksServer {
 
     /// Freezes the server (SIGSTOP): connections hang, like a hung warehouse.
     pub fn pause(&self) {
-        signal(self.pid().expect("databricks server is not running"), "STOP");
+        signal(
+            self.pid().expect("databricks server is not running"),
+            "STOP",
+        );
     }
 
     pub fn resume(&self) {
-        signal(self.pid().expect("databricks server is not running"), "CONT");
+        signal(
+            self.pid().expect("databricks server is not running"),
+            "CONT",
+        );
     }
 
     pub fn log_path(&self) -> &Path {
@@ -1180,7 +1192,13 @@ fn spawn_bigquery(port: u16, log_path: &Path) -> Result<(SfProcess, u16), String
     match ready {
         Some(p) => {
             std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-            Ok((SfProcess { child, _stdin: stdin }, p))
+            Ok((
+                SfProcess {
+                    child,
+                    _stdin: stdin,
+                },
+                p,
+            ))
         }
         None => {
             kill_and_reap(&mut child);
