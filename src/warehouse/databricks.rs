@@ -428,7 +428,7 @@ impl Warehouse for DatabricksWarehouse {
                     .buffered(api::CHUNKS_IN_FLIGHT)
             })
             .try_flatten()
-            .map_ok(move |batches| stream::iter(split_pages(batches, page_rows)).map(Ok))
+            .map_ok(move |batches| stream::iter(super::split_pages(batches, page_rows)).map(Ok))
             .try_flatten()
             .boxed()
     }
@@ -450,33 +450,6 @@ impl DatabricksWarehouse {
     async fn run_owned(&self, sql: String) -> Result<api::Succeeded> {
         self.run(&sql).await
     }
-}
-
-/// `batches` in pages of at most `page_rows` rows (slices share the buffers).
-fn split_pages(batches: Vec<RecordBatch>, page_rows: usize) -> Vec<Page> {
-    let page_rows = page_rows.max(1);
-    let mut pages = Vec::new();
-    let mut current = Vec::new();
-    let mut rows = 0;
-    for b in batches {
-        let mut offset = 0;
-        while offset < b.num_rows() {
-            let take = (page_rows - rows).min(b.num_rows() - offset);
-            current.push(b.slice(offset, take));
-            rows += take;
-            offset += take;
-            if rows == page_rows {
-                pages.push(Page {
-                    batches: std::mem::take(&mut current),
-                });
-                rows = 0;
-            }
-        }
-    }
-    if rows > 0 {
-        pages.push(Page { batches: current });
-    }
-    pages
 }
 
 fn truncate(s: &str, n: usize) -> String {

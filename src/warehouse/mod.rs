@@ -287,6 +287,33 @@ pub fn build(
 }
 
 /// Finds a column the way Snowflake resolves an unquoted identifier: an exact
+/// `batches` in pages of at most `page_rows` rows (slices share the buffers).
+pub(crate) fn split_pages(batches: Vec<RecordBatch>, page_rows: usize) -> Vec<Page> {
+    let page_rows = page_rows.max(1);
+    let mut pages = Vec::new();
+    let mut current = Vec::new();
+    let mut rows = 0;
+    for b in batches {
+        let mut offset = 0;
+        while offset < b.num_rows() {
+            let take = (page_rows - rows).min(b.num_rows() - offset);
+            current.push(b.slice(offset, take));
+            rows += take;
+            offset += take;
+            if rows == page_rows {
+                pages.push(Page {
+                    batches: std::mem::take(&mut current),
+                });
+                rows = 0;
+            }
+        }
+    }
+    if rows > 0 {
+        pages.push(Page { batches: current });
+    }
+    pages
+}
+
 /// match first, then a case-insensitive one (`domain_userid` finds `DOMAIN_USERID`).
 pub fn resolve_column<'a>(columns: &'a [Column], name: &str) -> Option<&'a Column> {
     columns

@@ -465,7 +465,7 @@ impl Warehouse for SnowflakeWarehouse {
             })
             .try_flatten()
             .map_ok(move |batches| {
-                stream::iter(results::split_pages(batches, page_rows)).map(Ok::<_, WarehouseError>)
+                stream::iter(super::split_pages(batches, page_rows)).map(Ok::<_, WarehouseError>)
             })
             .try_flatten()
             .boxed()

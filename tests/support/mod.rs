@@ -24,6 +24,8 @@
 //!   writes yet stay eligible, for a failover that loses them.
 //!   Both topologies SIGKILL every process on drop; logs are in their scratch
 //!   directories.
+//! - [`PyServer`]: a test server in Python that prints `READY <port>`, with
+//!   `stop`/`restart`/`pause`/`resume`; the three stand-ins below are one each.
 //! - [`SnowflakeServer`]: `tests/support/snowflake_server.py` (fakesnow behind a
 //!   compatibility layer for `snowflake-api` 0.14) in its own process, killed on
 //!   drop; `stop`/`restart` (empty again) and `pause`/`resume` (SIGSTOP, a hung
@@ -471,56 +473,159 @@ struct SfProcess {
     _stdin: ChildStdin,
 }
 
-fn spawn_snowflake(port: u16, log_path: &Path) -> Result<(SfProcess, u16), String> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path)
-        .map_err(|e| format!("open {}: {e}", log_path.display()))?;
-    let mut child = Command::new(venv_python("fakesnow"))
-        .arg(project_root().join("tests/support/snowflake_server.py"))
-        .args(["--port", &port.to_string(), "--exit-on-stdin-close"])
-        .args(["--chunk-rows", &TEST_CHUNK_ROWS.to_string()])
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("spawn snowflake_server.py: {e}"))?;
-    let stdin = child.stdin.take().expect("piped stdin");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let res = reader.read_line(&mut line).map(|_| line);
-        let _ = tx.send(res);
-        // keep draining so the server never blocks on a full pipe
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-    });
-    let outcome = rx.recv_timeout(Duration::from_secs(90));
-    let ready_port = match &outcome {
-        Ok(Ok(line)) => line
-            .strip_prefix("READY ")
-            .and_then(|p| p.trim().parse::<u16>().ok()),
-        _ => None,
-    };
-    match ready_port {
-        Some(p) => Ok((
-            SfProcess {
-                child,
-                _stdin: stdin,
-            },
-            p,
-        )),
-        None => {
-            kill_and_reap(&mut child);
-            Err(format!(
-                "snowflake_server.py did not print READY ({outcome:?}); log {}:\n{}",
-                log_path.display(),
-                log_tail(log_path)
-            ))
+/// A test server in Python (`tests/support/{script}` run by the `venv`
+/// environment's python with `args`), which prints `READY <port>` once it
+/// listens. Killed on drop; it also exits by itself when this test process
+/// exits (its stdin closes). `stop`/`restart` (empty again, on the same port)
+/// and `pause`/`resume` (SIGSTOP: a hung server) serve failure tests.
+pub struct PyServer {
+    pub port: u16,
+    venv: &'static str,
+    script: &'static str,
+    args: Vec<String>,
+    process: Mutex<Option<SfProcess>>,
+    log_path: PathBuf,
+}
+
+impl PyServer {
+    /// Starts `script` on a free port (its log under `CARGO_TARGET_TMPDIR`).
+    pub fn start(venv: &'static str, script: &'static str, args: &[&str]) -> PyServer {
+        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "{}-{}-{}.log",
+            script.trim_end_matches(".py"),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut server = PyServer {
+            port: 0,
+            venv,
+            script,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            process: Mutex::new(None),
+            log_path,
+        };
+        let (process, port) = server.spawn(0).unwrap_or_else(|e| panic!("{e}"));
+        server.port = port;
+        *server.process.lock().unwrap() = Some(process);
+        server
+    }
+
+    fn spawn(&self, port: u16) -> Result<(SfProcess, u16), String> {
+        let log_path = &self.log_path;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .map_err(|e| format!("open {}: {e}", log_path.display()))?;
+        let mut child = Command::new(venv_python(self.venv))
+            .arg(project_root().join("tests/support").join(self.script))
+            .args(["--port", &port.to_string(), "--exit-on-stdin-close"])
+            .args(&self.args)
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", self.script))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let res = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(res);
+            // keep draining so the server never blocks on a full pipe
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let outcome = rx.recv_timeout(Duration::from_secs(90));
+        let ready_port = match &outcome {
+            Ok(Ok(line)) => line
+                .strip_prefix("READY ")
+                .and_then(|p| p.trim().parse::<u16>().ok()),
+            _ => None,
+        };
+        match ready_port {
+            Some(p) => Ok((
+                SfProcess {
+                    child,
+                    _stdin: stdin,
+                },
+                p,
+            )),
+            None => {
+                kill_and_reap(&mut child);
+                Err(format!(
+                    "{} did not print READY ({outcome:?}); log {}:\n{}",
+                    self.script,
+                    log_path.display(),
+                    log_tail(log_path)
+                ))
+            }
         }
+    }
+
+    /// Kills the server (everything in it is lost). Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.lock().unwrap().take() {
+            kill_and_reap(&mut p.child);
+        }
+    }
+
+    /// Kills the server if running and starts an empty one on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut last_err = String::new();
+        for _ in 0..10 {
+            match self.spawn(self.port) {
+                Ok((process, _)) => {
+                    *self.process.lock().unwrap() = Some(process);
+                    return;
+                }
+                Err(e) => last_err = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("could not restart {}: {last_err}", self.script);
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.lock().unwrap().as_ref().map(|p| p.child.id())
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel
+    /// but nothing answers, like a hung warehouse.
+    pub fn pause(&self) {
+        signal(self.running_pid(), "STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.running_pid(), "CONT");
+    }
+
+    fn running_pid(&self) -> u32 {
+        self.pid()
+            .unwrap_or_else(|| panic!("{} is not running", self.script))
+    }
+
+    /// The server's stderr.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        // A paused server ignores everything but SIGKILL; resume it anyway
+        // so the reaping never waits on a stopped process.
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.stop();
     }
 }
 
@@ -534,28 +639,24 @@ pub const TEST_CHUNK_ROWS: usize = 50;
 /// Killed on drop; also exits by itself when this test process exits (its stdin
 /// closes), which is what cleans up [`SnowflakeServer::shared`].
 pub struct SnowflakeServer {
-    pub port: u16,
+    server: PyServer,
     /// `http://127.0.0.1:{port}`: the base URL for the daemon's Snowflake config.
     pub base_url: String,
-    process: Mutex<Option<SfProcess>>,
-    log_path: PathBuf,
 }
 
 impl SnowflakeServer {
     /// Starts a server of its own on a free port (about 1-2 s; the first run on
     /// a machine also builds the venv).
     pub fn start() -> Self {
-        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "snowflake-server-{}-{}.log",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let (process, port) = spawn_snowflake(0, &log_path).unwrap_or_else(|e| panic!("{e}"));
+        let chunk_rows = TEST_CHUNK_ROWS.to_string();
+        let server = PyServer::start(
+            "fakesnow",
+            "snowflake_server.py",
+            &["--chunk-rows", &chunk_rows],
+        );
         Self {
-            port,
-            base_url: format!("http://127.0.0.1:{port}"),
-            process: Mutex::new(Some(process)),
-            log_path,
+            base_url: format!("http://127.0.0.1:{}", server.port),
+            server,
         }
     }
 
@@ -563,51 +664,6 @@ impl SnowflakeServer {
     pub fn shared() -> &'static SnowflakeServer {
         static SHARED: OnceLock<SnowflakeServer> = OnceLock::new();
         SHARED.get_or_init(SnowflakeServer::start)
-    }
-
-    /// Kills the server (all data and sessions are lost). Idempotent.
-    pub fn stop(&mut self) {
-        if let Some(mut p) = self.process.lock().unwrap().take() {
-            kill_and_reap(&mut p.child);
-        }
-    }
-
-    /// Kills the server if running and starts an empty one on the same port.
-    /// Existing `SnowflakeApi` sessions then fail with code 390104.
-    pub fn restart(&mut self) {
-        self.stop();
-        let mut last_err = String::new();
-        for _ in 0..10 {
-            match spawn_snowflake(self.port, &self.log_path) {
-                Ok((process, _)) => {
-                    *self.process.lock().unwrap() = Some(process);
-                    return;
-                }
-                Err(e) => last_err = e,
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("could not restart snowflake_server.py: {last_err}");
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.process.lock().unwrap().as_ref().map(|p| p.child.id())
-    }
-
-    /// Freezes the server (SIGSTOP): connections are accepted by the kernel
-    /// but nothing answers, like a hung warehouse.
-    pub fn pause(&self) {
-        signal(self.pid().expect("snowflake server is not running"), "STOP");
-    }
-
-    /// Thaws a paused server (SIGCONT).
-    pub fn resume(&self) {
-        signal(self.pid().expect("snowflake server is not running"), "CONT");
-    }
-
-    /// The server's stderr (fakesnow errors, unhandled SQL).
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
     }
 
     /// Makes the server answer every statement as Snowflake answers one running
@@ -748,9 +804,16 @@ impl SnowflakeServer {
     }
 }
 
-impl Drop for SnowflakeServer {
-    fn drop(&mut self) {
-        self.stop();
+impl std::ops::Deref for SnowflakeServer {
+    type Target = PyServer;
+    fn deref(&self) -> &PyServer {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for SnowflakeServer {
+    fn deref_mut(&mut self) -> &mut PyServer {
+        &mut self.server
     }
 }
 
@@ -958,122 +1021,25 @@ pub const DATABRICKS_WAREHOUSE: &str = "test-warehouse";
 /// when this test process exits: its stdin closes). Results come in chunks
 /// of [`TEST_CHUNK_ROWS`] rows, each behind an external link of its own.
 pub struct DatabricksServer {
-    pub port: u16,
+    server: PyServer,
     /// `http://127.0.0.1:{port}`: `warehouse.host` for the daemon.
     pub host: String,
-    process: Mutex<Option<SfProcess>>,
-    log_path: PathBuf,
-}
-
-fn spawn_databricks(port: u16, log_path: &Path) -> Result<(SfProcess, u16), String> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path)
-        .map_err(|e| format!("open {}: {e}", log_path.display()))?;
-    let mut child = Command::new(venv_python("databricks"))
-        .arg(project_root().join("tests/support/databricks_server.py"))
-        .args(["--port", &port.to_string(), "--exit-on-stdin-close"])
-        .args(["--chunk-rows", &TEST_CHUNK_ROWS.to_string()])
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("spawn databricks_server.py: {e}"))?;
-    let stdin = child.stdin.take().expect("piped stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut line = String::new();
-    let ready = stdout
-        .read_line(&mut line)
-        .ok()
-        .and_then(|_| line.strip_prefix("READY "))
-        .and_then(|p| p.trim().parse::<u16>().ok());
-    match ready {
-        Some(p) => {
-            std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-            Ok((
-                SfProcess {
-                    child,
-                    _stdin: stdin,
-                },
-                p,
-            ))
-        }
-        None => {
-            kill_and_reap(&mut child);
-            Err(format!(
-                "databricks_server.py did not print READY ({line:?}); log {}:\n{}",
-                log_path.display(),
-                log_tail(log_path)
-            ))
-        }
-    }
 }
 
 impl DatabricksServer {
     /// Starts a server of its own on a free port (well under a second once
     /// the venv exists).
     pub fn start() -> Self {
-        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "databricks-server-{}-{}.log",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let (process, port) = spawn_databricks(0, &log_path).unwrap_or_else(|e| panic!("{e}"));
+        let chunk_rows = TEST_CHUNK_ROWS.to_string();
+        let server = PyServer::start(
+            "databricks",
+            "databricks_server.py",
+            &["--chunk-rows", &chunk_rows],
+        );
         Self {
-            port,
-            host: format!("http://127.0.0.1:{port}"),
-            process: Mutex::new(Some(process)),
-            log_path,
+            host: format!("http://127.0.0.1:{}", server.port),
+            server,
         }
-    }
-
-    /// Kills the server (everything in it is lost). Idempotent.
-    pub fn stop(&mut self) {
-        if let Some(mut p) = self.process.lock().unwrap().take() {
-            kill_and_reap(&mut p.child);
-        }
-    }
-
-    /// Kills the server if running and starts an empty one on the same port.
-    pub fn restart(&mut self) {
-        self.stop();
-        let mut last_err = String::new();
-        for _ in 0..10 {
-            match spawn_databricks(self.port, &self.log_path) {
-                Ok((process, _)) => {
-                    *self.process.lock().unwrap() = Some(process);
-                    return;
-                }
-                Err(e) => last_err = e,
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("could not restart databricks_server.py: {last_err}");
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.process.lock().unwrap().as_ref().map(|p| p.child.id())
-    }
-
-    /// Freezes the server (SIGSTOP): connections hang, like a hung warehouse.
-    pub fn pause(&self) {
-        signal(
-            self.pid().expect("databricks server is not running"),
-            "STOP",
-        );
-    }
-
-    pub fn resume(&self) {
-        signal(
-            self.pid().expect("databricks server is not running"),
-            "CONT",
-        );
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
     }
 
     /// Sets the server's test switches (`chunk_rows`, `statement_delay_ms`,
@@ -1133,15 +1099,16 @@ impl DatabricksServer {
     }
 }
 
-impl Drop for DatabricksServer {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        self.stop();
+impl std::ops::Deref for DatabricksServer {
+    type Target = PyServer;
+    fn deref(&self) -> &PyServer {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for DatabricksServer {
+    fn deref_mut(&mut self) -> &mut PyServer {
+        &mut self.server
     }
 }
 
@@ -1155,121 +1122,26 @@ impl Drop for DatabricksServer {
 /// `127.0.0.1:port`, killed on drop (and gone when this test process exits:
 /// its stdin closes).
 pub struct BigQueryServer {
-    pub port: u16,
     /// `http://127.0.0.1:{port}`: the vendor client's `api_endpoint`.
     pub base_url: String,
     /// `{base_url}/bigquery/v2`: `warehouse.api_url`.
     pub api_url: String,
     /// `{base_url}/token`: `warehouse.token_url`.
     pub token_url: String,
-    process: Mutex<Option<SfProcess>>,
-    log_path: PathBuf,
-}
-
-fn spawn_bigquery(port: u16, log_path: &Path) -> Result<(SfProcess, u16), String> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path)
-        .map_err(|e| format!("open {}: {e}", log_path.display()))?;
-    let mut child = Command::new(venv_python("bigquery"))
-        .arg(project_root().join("tests/support/bigquery_server.py"))
-        .args(["--port", &port.to_string(), "--exit-on-stdin-close"])
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("spawn bigquery_server.py: {e}"))?;
-    let stdin = child.stdin.take().expect("piped stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut line = String::new();
-    let ready = stdout
-        .read_line(&mut line)
-        .ok()
-        .and_then(|_| line.strip_prefix("READY "))
-        .and_then(|p| p.trim().parse::<u16>().ok());
-    match ready {
-        Some(p) => {
-            std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-            Ok((
-                SfProcess {
-                    child,
-                    _stdin: stdin,
-                },
-                p,
-            ))
-        }
-        None => {
-            kill_and_reap(&mut child);
-            Err(format!(
-                "bigquery_server.py did not print READY ({line:?}); log {}:\n{}",
-                log_path.display(),
-                log_tail(log_path)
-            ))
-        }
-    }
+    server: PyServer,
 }
 
 impl BigQueryServer {
     /// Starts a server of its own on a free port.
     pub fn start() -> Self {
-        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "bigquery-server-{}-{}.log",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let (process, port) = spawn_bigquery(0, &log_path).unwrap_or_else(|e| panic!("{e}"));
-        let base_url = format!("http://127.0.0.1:{port}");
+        let server = PyServer::start("bigquery", "bigquery_server.py", &[]);
+        let base_url = format!("http://127.0.0.1:{}", server.port);
         Self {
-            port,
             api_url: format!("{base_url}/bigquery/v2"),
             token_url: format!("{base_url}/token"),
             base_url,
-            process: Mutex::new(Some(process)),
-            log_path,
+            server,
         }
-    }
-
-    /// Kills the server (everything in it is lost). Idempotent.
-    pub fn stop(&mut self) {
-        if let Some(mut p) = self.process.lock().unwrap().take() {
-            kill_and_reap(&mut p.child);
-        }
-    }
-
-    /// Kills the server if running and starts an empty one on the same port.
-    pub fn restart(&mut self) {
-        self.stop();
-        let mut last_err = String::new();
-        for _ in 0..10 {
-            match spawn_bigquery(self.port, &self.log_path) {
-                Ok((process, _)) => {
-                    *self.process.lock().unwrap() = Some(process);
-                    return;
-                }
-                Err(e) => last_err = e,
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("could not restart bigquery_server.py: {last_err}");
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.process.lock().unwrap().as_ref().map(|p| p.child.id())
-    }
-
-    /// Freezes the server (SIGSTOP): connections hang, like a hung endpoint.
-    pub fn pause(&self) {
-        signal(self.pid().expect("bigquery server is not running"), "STOP");
-    }
-
-    pub fn resume(&self) {
-        signal(self.pid().expect("bigquery server is not running"), "CONT");
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
     }
 
     /// Sets the server's test switches (`query_delay_ms`, `page_rows_cap`,
@@ -1340,15 +1212,16 @@ impl BigQueryServer {
     }
 }
 
-impl Drop for BigQueryServer {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        self.stop();
+impl std::ops::Deref for BigQueryServer {
+    type Target = PyServer;
+    fn deref(&self) -> &PyServer {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for BigQueryServer {
+    fn deref_mut(&mut self) -> &mut PyServer {
+        &mut self.server
     }
 }
 

@@ -41,7 +41,7 @@ use snowflake_api::SnowflakeApiError;
 
 use super::statements::{uuid_v4, QUERY_PATH};
 use super::{classify, redact_urls, truncate};
-use crate::warehouse::{Page, Result, WarehouseError};
+use crate::warehouse::{Result, WarehouseError};
 
 /// Result chunks downloaded (and decoded) at once, per window being read.
 pub(super) const CHUNKS_IN_FLIGHT: usize = 2;
@@ -387,36 +387,10 @@ impl Drop for Fetch {
     }
 }
 
-/// `batches` in pages of at most `page_rows` rows (slices share the buffers).
-pub(super) fn split_pages(batches: Vec<RecordBatch>, page_rows: usize) -> Vec<Page> {
-    let page_rows = page_rows.max(1);
-    let mut pages = Vec::new();
-    let mut current = Vec::new();
-    let mut rows = 0;
-    for b in batches {
-        let mut offset = 0;
-        while offset < b.num_rows() {
-            let take = (page_rows - rows).min(b.num_rows() - offset);
-            current.push(b.slice(offset, take));
-            rows += take;
-            offset += take;
-            if rows == page_rows {
-                pages.push(Page {
-                    batches: std::mem::take(&mut current),
-                });
-                rows = 0;
-            }
-        }
-    }
-    if rows > 0 {
-        pages.push(Page { batches: current });
-    }
-    pages
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::warehouse::{split_pages, Page};
     use arrow_array::Int64Array;
     use arrow_schema::{DataType, Field, Schema};
     use std::io::Write;
