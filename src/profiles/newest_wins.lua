@@ -5,8 +5,8 @@
 -- the keys, all served by the node the call runs on but of many slots (what
 -- the flag above allows; Redis refuses a key of another node, and the caller
 -- then resends per slot with declared keys). The arguments below follow them.
--- ACL key patterns see only declared keys: a cluster user restricted by key
--- pattern must be allowed the profile keys for the calls themselves.
+-- ACL key permissions still apply: Redis checks them on every command the
+-- script runs, declared keys or not.
 -- ARGV[1]: timestamp hash field ("_ts:{feature_view}")
 -- ARGV[2]: generation hash field ("_gen:{feature_view}")
 -- ARGV[3]: the writer's shape generation (0 until the view is first reshaped)
