@@ -314,6 +314,32 @@ pub(crate) fn split_pages(batches: Vec<RecordBatch>, page_rows: usize) -> Vec<Pa
     pages
 }
 
+/// Reads an OAuth token endpoint's successful answer (`access_token`,
+/// `expires_in`) into a sensitive `Authorization` value and the instant to
+/// stop using it: a minute before it expires, or half the life of a
+/// short-lived token.
+pub(crate) async fn bearer_from_token_reply(
+    reply: reqwest::Response,
+) -> Result<(http::HeaderValue, std::time::Instant)> {
+    #[derive(serde::Deserialize)]
+    struct Token {
+        access_token: String,
+        expires_in: Option<u64>,
+    }
+    let token: Token = reply.json().await.map_err(|e| {
+        WarehouseError::Transient(format!(
+            "unreadable OAuth token answer: {}",
+            e.without_url()
+        ))
+    })?;
+    let mut v = http::HeaderValue::from_str(&format!("Bearer {}", token.access_token))
+        .map_err(|_| WarehouseError::Transient("OAuth token is not a valid header value".into()))?;
+    v.set_sensitive(true);
+    let life = std::time::Duration::from_secs(token.expires_in.unwrap_or(3600));
+    let margin = std::time::Duration::from_secs(60).min(life / 2);
+    Ok((v, std::time::Instant::now() + life - margin))
+}
+
 /// match first, then a case-insensitive one (`domain_userid` finds `DOMAIN_USERID`).
 pub fn resolve_column<'a>(columns: &'a [Column], name: &str) -> Option<&'a Column> {
     columns

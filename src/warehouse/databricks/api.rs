@@ -236,11 +236,6 @@ impl Client {
                 return Ok(v.clone());
             }
         }
-        #[derive(Deserialize)]
-        struct Token {
-            access_token: String,
-            expires_in: Option<u64>,
-        }
         let reply = self
             .http
             .post(self.url("/oidc/v1/token"))
@@ -262,21 +257,8 @@ impl Client {
                 WarehouseError::Permanent(text)
             });
         }
-        let token: Token = reply.json().await.map_err(|e| {
-            WarehouseError::Transient(format!(
-                "unreadable OAuth token answer: {}",
-                e.without_url()
-            ))
-        })?;
-        let mut v =
-            HeaderValue::from_str(&format!("Bearer {}", token.access_token)).map_err(|_| {
-                WarehouseError::Transient("OAuth token is not a valid header value".into())
-            })?;
-        v.set_sensitive(true);
-        let life = Duration::from_secs(token.expires_in.unwrap_or(3600));
-        // A minute of margin, or half the life of a short-lived token.
-        let margin = Duration::from_secs(60).min(life / 2);
-        *cached = Some((v.clone(), Instant::now() + life - margin));
+        let (v, until) = super::super::bearer_from_token_reply(reply).await?;
+        *cached = Some((v.clone(), until));
         Ok(v)
     }
 
