@@ -377,18 +377,7 @@ impl Warehouse for BigqueryWarehouse {
         let row = self
             .first_row(&null_key_rows_sql(q, &self.table_sql(&q.table)?))
             .await?;
-        let num = |i: usize| -> u64 {
-            row.get(i)
-                .cloned()
-                .flatten()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        };
-        Ok(NullKeyRows {
-            null_entity: num(0),
-            null_timestamp: num(1),
-            out_of_range: num(2),
-        })
+        Ok(NullKeyRows::from_text(Some(&row)))
     }
 
     fn pages<'a>(&'a self, q: &'a super::WindowQuery) -> BoxStream<'a, Result<Page>> {

@@ -389,17 +389,7 @@ impl Warehouse for DatabricksWarehouse {
 
     async fn null_key_rows(&self, q: &super::WindowQuery) -> Result<NullKeyRows> {
         let rows = self.text_rows(&null_key_rows_sql(q)).await?;
-        let num = |i: usize| -> u64 {
-            rows.first()
-                .and_then(|r| r.get(i).cloned().flatten())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        };
-        Ok(NullKeyRows {
-            null_entity: num(0),
-            null_timestamp: num(1),
-            out_of_range: num(2),
-        })
+        Ok(NullKeyRows::from_text(rows.first().map(Vec::as_slice)))
     }
 
     fn pages<'a>(&'a self, q: &'a super::WindowQuery) -> BoxStream<'a, Result<Page>> {
@@ -450,17 +440,6 @@ impl DatabricksWarehouse {
     async fn run_owned(&self, sql: String) -> Result<api::Succeeded> {
         self.run(&sql).await
     }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.len() <= n {
-        return s.to_string();
-    }
-    let mut end = n;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

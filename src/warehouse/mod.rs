@@ -314,6 +314,52 @@ pub(crate) fn split_pages(batches: Vec<RecordBatch>, page_rows: usize) -> Vec<Pa
     pages
 }
 
+/// `s` cut to at most `n` bytes (at a character boundary), marked with `…`
+/// when cut: for server answers quoted in errors.
+pub(crate) fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut end = n;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// An OAuth token endpoint's error answer (`error`, `error_description`) as
+/// one line; the body itself, cut, when it is not one.
+pub(crate) fn oauth_error(body: &str) -> String {
+    #[derive(serde::Deserialize, Default)]
+    struct E {
+        error: Option<String>,
+        error_description: Option<String>,
+    }
+    let e: E = serde_json::from_str(body).unwrap_or_default();
+    match (e.error, e.error_description) {
+        (Some(a), Some(b)) => format!("{a}: {b}"),
+        (Some(a), None) => a,
+        _ => truncate(body, 200),
+    }
+}
+
+impl NullKeyRows {
+    /// The counts from the first row of a NULL-key count statement answered
+    /// as text (entity, timestamp, out of range); a missing cell counts 0.
+    pub(crate) fn from_text(row: Option<&[Option<String>]>) -> NullKeyRows {
+        let num = |i: usize| -> u64 {
+            row.and_then(|r| r.get(i).cloned().flatten())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        NullKeyRows {
+            null_entity: num(0),
+            null_timestamp: num(1),
+            out_of_range: num(2),
+        }
+    }
+}
+
 /// Reads an OAuth token endpoint's successful answer (`access_token`,
 /// `expires_in`) into a sensitive `Authorization` value and the instant to
 /// stop using it: a minute before it expires, or half the life of a

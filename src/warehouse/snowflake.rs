@@ -432,17 +432,7 @@ impl Warehouse for SnowflakeWarehouse {
     async fn null_key_rows(&self, q: &super::WindowQuery) -> Result<NullKeyRows> {
         let text = null_key_rows_sql(q, &self.resolved.get(&q.table));
         let rows = text_rows(self.exec(&text).await?)?;
-        let num = |i: usize| -> u64 {
-            rows.first()
-                .and_then(|r| r.get(i).cloned().flatten())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        };
-        Ok(NullKeyRows {
-            null_entity: num(0),
-            null_timestamp: num(1),
-            out_of_range: num(2),
-        })
+        Ok(NullKeyRows::from_text(rows.first().map(Vec::as_slice)))
     }
 
     fn pages<'a>(&'a self, q: &'a super::WindowQuery) -> BoxStream<'a, Result<Page>> {
@@ -730,18 +720,6 @@ fn text_rows(result: QueryResult) -> Result<Vec<Vec<Option<String>>>> {
             }
             Ok(rows)
         }
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.len() <= n {
-        s.to_string()
-    } else {
-        let mut end = n;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
     }
 }
 

@@ -32,7 +32,7 @@ use http::header::{HeaderValue, AUTHORIZATION};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ServiceAccountKey;
-use crate::warehouse::{Result, WarehouseError};
+use crate::warehouse::{truncate, Result, WarehouseError};
 
 /// Upper bound of one cancel request.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -302,7 +302,7 @@ impl Client {
             let body = reply.text().await.unwrap_or_default();
             let text = format!(
                 "the token endpoint refused the service account (HTTP {status}): {}",
-                oauth_error(&body)
+                super::super::oauth_error(&body)
             );
             return Err(if status.is_server_error() || status.as_u16() == 429 {
                 WarehouseError::Transient(text)
@@ -555,20 +555,6 @@ fn api_error(what: &str, status: http::StatusCode, body: &[u8]) -> WarehouseErro
     }
 }
 
-fn oauth_error(body: &str) -> String {
-    #[derive(Deserialize, Default)]
-    struct E {
-        error: Option<String>,
-        error_description: Option<String>,
-    }
-    let e: E = serde_json::from_str(body).unwrap_or_default();
-    match (e.error, e.error_description) {
-        (Some(a), Some(b)) => format!("{a}: {b}"),
-        (Some(a), None) => a,
-        _ => truncate(body, 200),
-    }
-}
-
 /// A request that got no answer: retryable. The URL is left out (page
 /// tokens are in it).
 fn transport(what: &str, e: reqwest::Error) -> WarehouseError {
@@ -580,17 +566,6 @@ fn transport(what: &str, e: reqwest::Error) -> WarehouseError {
         source = s.source();
     }
     WarehouseError::Transient(format!("BigQuery {what} failed: {text}"))
-}
-
-pub(crate) fn truncate(s: &str, n: usize) -> String {
-    if s.len() <= n {
-        return s.to_string();
-    }
-    let mut end = n;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// Cancels its job when dropped armed.

@@ -77,8 +77,8 @@ pub(crate) fn batch(fields: &[FieldSchema], rows: &[Row]) -> Result<RecordBatch>
 
 fn bad(f: &FieldSchema, cell: &Value) -> WarehouseError {
     let shown = match cell {
-        Value::String(s) => super::api::truncate(s, 40),
-        other => super::api::truncate(&other.to_string(), 40),
+        Value::String(s) => crate::warehouse::truncate(s, 40),
+        other => crate::warehouse::truncate(&other.to_string(), 40),
     };
     WarehouseError::Transient(format!(
         "BigQuery answered a {} cell of column {} that does not read as one: {shown}",

@@ -249,7 +249,7 @@ impl Client {
             let body = reply.text().await.unwrap_or_default();
             let text = format!(
                 "Databricks refused the OAuth client credentials (HTTP {status}): {}",
-                oauth_error(&body)
+                super::super::oauth_error(&body)
             );
             return Err(if status.is_server_error() || status.as_u16() == 429 {
                 WarehouseError::Transient(text)
@@ -533,7 +533,10 @@ fn outcome(id: &str, answer: StatementResponse) -> Result<Outcome> {
 /// A statement's execution error: a retry helps only when the service says
 /// it was busy or failed inside.
 pub(crate) fn statement_error(code: &str, message: &str) -> WarehouseError {
-    let text = format!("Databricks error {code}: {}", super::truncate(message, 500));
+    let text = format!(
+        "Databricks error {code}: {}",
+        crate::warehouse::truncate(message, 500)
+    );
     match code {
         "TEMPORARILY_UNAVAILABLE"
         | "WORKSPACE_TEMPORARILY_UNAVAILABLE"
@@ -556,10 +559,10 @@ fn api_error(what: &str, status: http::StatusCode, body: &[u8]) -> WarehouseErro
         .unwrap_or_else(|| status.as_u16().to_string());
     let message = parsed
         .message
-        .unwrap_or_else(|| super::truncate(&String::from_utf8_lossy(body), 200));
+        .unwrap_or_else(|| crate::warehouse::truncate(&String::from_utf8_lossy(body), 200));
     let text = format!(
         "Databricks refused the {what} (HTTP {status}, {code}): {}",
-        super::truncate(&message, 500)
+        crate::warehouse::truncate(&message, 500)
     );
     match status.as_u16() {
         401 | 403 => WarehouseError::Permanent(format!(
@@ -567,20 +570,6 @@ fn api_error(what: &str, status: http::StatusCode, body: &[u8]) -> WarehouseErro
         )),
         429 | 500..=599 => WarehouseError::Transient(text),
         _ => WarehouseError::Permanent(text),
-    }
-}
-
-fn oauth_error(body: &str) -> String {
-    #[derive(Deserialize, Default)]
-    struct E {
-        error: Option<String>,
-        error_description: Option<String>,
-    }
-    let e: E = serde_json::from_str(body).unwrap_or_default();
-    match (e.error, e.error_description) {
-        (Some(a), Some(b)) => format!("{a}: {b}"),
-        (Some(a), None) => a,
-        _ => super::truncate(body, 200),
     }
 }
 

@@ -40,7 +40,8 @@ use serde::{Deserialize, Serialize};
 use snowflake_api::SnowflakeApiError;
 
 use super::statements::{uuid_v4, QUERY_PATH};
-use super::{classify, redact_urls, truncate};
+use super::{classify, redact_urls};
+use crate::warehouse::truncate;
 use crate::warehouse::{Result, WarehouseError};
 
 /// Result chunks downloaded (and decoded) at once, per window being read.

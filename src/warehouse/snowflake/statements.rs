@@ -464,7 +464,7 @@ impl Abort {
             Ok(r) => tracing::info!(
                 query_id,
                 code = %r.code.map(|c| c.to_string()).unwrap_or_default(),
-                message = %super::truncate(&r.message.unwrap_or_default(), 200),
+                message = %crate::warehouse::truncate(&r.message.unwrap_or_default(), 200),
                 "Snowflake did not cancel the abandoned statement (it may have finished)"
             ),
             Err(e) => tracing::warn!(
