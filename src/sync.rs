@@ -7,7 +7,9 @@
 //!    between (the commit checks the revision): a scheduler's outdated
 //!    copy of the view is never what runs;
 //! 3. window: rows with `timestamp > min(W, now) - lookback` (all rows, or those
-//!    from `backfill_since`, when there is no watermark or a full read is due);
+//!    from `backfill_since`, when there is no watermark or a full read is due;
+//!    a scheduled full resync first starts a new shape generation of the same
+//!    shape, so its read also removes entities no longer in the table);
 //! 4. read pages (in whatever order the backend delivers them); per page keep
 //!    the latest row per entity and write it newest-wins at the view's shape
 //!    generation, so an entity's older row arriving in a later page is stale in
@@ -17,8 +19,10 @@
 //!    flat however large the window;
 //! 5. skip and count rows with a NULL entity or timestamp, and fields whose
 //!    value does not fit the field's type, logging column, reason and a sample;
+//!    a row whose soft-delete flag is true is written as a delete (newest-wins);
 //! 6. only after every page is written (and, on the first full read of a new
-//!    shape generation, after the older shapes' values are removed), move the
+//!    shape generation, after the older shapes' values are removed; on a Redis
+//!    Cluster, after every primary's writes reached a replica), move the
 //!    watermark to `max(W, greatest timestamp read that is not beyond the
 //!    future skew)`, never past the warehouse's now, checking the lease and the
 //!    view's revision in the same step: a run of a view that was reshaped,
